@@ -1,0 +1,138 @@
+// STS's XML answers (AssumeRoleResponse, ErrorResponse) read with FoundationXML's XMLParser.
+import Foundation
+
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+
+/// The useful part of a successful AssumeRole answer.
+public struct AssumeRoleResult: Sendable, Equatable, CustomStringConvertible {
+    public var credentials: Credentials
+    /// "arn:aws:sts::123456789012:assumed-role/NAME/SESSION".
+    public var assumedRoleArn: String
+    public var assumedRoleId: String?
+    public var sourceIdentity: String?
+    public var requestId: String?
+
+    public var description: String {
+        "AssumeRoleResult(\(assumedRoleArn), \(credentials), request \(requestId ?? "unknown"))"
+    }
+}
+
+/// An `ErrorResponse` from STS.
+public struct STSServiceError: Sendable, Equatable, CustomStringConvertible {
+    /// HTTP status of the answer.
+    public var status: Int
+    /// "Sender" or "Receiver".
+    public var type: String?
+    /// "AccessDenied", "ExpiredToken", …
+    public var code: String
+    public var message: String
+    public var requestId: String?
+
+    public init(status: Int, type: String? = nil, code: String, message: String, requestId: String? = nil) {
+        self.status = status
+        self.type = type
+        self.code = code
+        self.message = message
+        self.requestId = requestId
+    }
+
+    public var description: String { "\(code) (HTTP \(status)): \(message)" }
+}
+
+enum STSResponseParser {
+    struct Unreadable: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// Reads an AssumeRole answer. Throws `Unreadable` (no secret in its text) when a field is missing.
+    static func assumeRoleResult(from body: [UInt8]) throws -> AssumeRoleResult {
+        let fields = try leafValues(body)
+        let result = "AssumeRoleResponse/AssumeRoleResult"
+        func required(_ path: String) throws -> String {
+            guard let value = fields["\(result)/\(path)"], !value.isEmpty else {
+                throw Unreadable(description: "the AssumeRole answer has no \(path)")
+            }
+            return value
+        }
+        let expirationText = try required("Credentials/Expiration")
+        guard let expiration = RFC3339.parse(expirationText) else {
+            throw Unreadable(description: "the AssumeRole answer's Expiration \"\(expirationText)\" is not an ISO 8601 time")
+        }
+        let arn = try required("AssumedRoleUser/Arn")
+        let credentials = Credentials(
+            accessKeyId: try required("Credentials/AccessKeyId"),
+            secretAccessKey: Secret(try required("Credentials/SecretAccessKey")),
+            sessionToken: Secret(try required("Credentials/SessionToken")),
+            expiration: expiration,
+            accountId: accountId(fromARN: arn),
+            isRoleCredentials: true)
+        return AssumeRoleResult(
+            credentials: credentials, assumedRoleArn: arn,
+            assumedRoleId: fields["\(result)/AssumedRoleUser/AssumedRoleId"],
+            sourceIdentity: fields["\(result)/SourceIdentity"],
+            requestId: fields["AssumeRoleResponse/ResponseMetadata/RequestId"])
+    }
+
+    /// Reads an `ErrorResponse`; nil when the body is not one (an HTML page from a proxy, say).
+    static func serviceError(status: Int, body: [UInt8]) -> STSServiceError? {
+        guard let fields = try? leafValues(body), let code = fields["ErrorResponse/Error/Code"], !code.isEmpty else {
+            return nil
+        }
+        return STSServiceError(
+            status: status, type: fields["ErrorResponse/Error/Type"], code: code,
+            message: fields["ErrorResponse/Error/Message"] ?? "",
+            requestId: fields["ErrorResponse/RequestId"] ?? fields["ErrorResponse/RequestID"])
+    }
+
+    /// The account id, the fifth field of an ARN ("arn:aws:sts::123456789012:assumed-role/…").
+    static func accountId(fromARN arn: String) -> String? {
+        let fields = arn.split(separator: ":", maxSplits: 5, omittingEmptySubsequences: false)
+        guard fields.count == 6, fields[0] == "arn", fields[4].count == 12, fields[4].allSatisfy(\.isNumber) else {
+            return nil
+        }
+        return String(fields[4])
+    }
+
+    /// Every element's text keyed by its path from the root ("A/B/C"), namespaces ignored.
+    static func leafValues(_ body: [UInt8]) throws -> [String: String] {
+        let parser = XMLParser(data: Data(body))
+        parser.shouldProcessNamespaces = true
+        parser.shouldResolveExternalEntities = false
+        let collector = LeafCollector()
+        parser.delegate = collector
+        guard parser.parse() else {
+            let reason = parser.parserError.map { "\($0.localizedDescription)" } ?? "unknown reason"
+            throw Unreadable(description: "the answer is not well-formed XML (\(reason))")
+        }
+        return collector.values
+    }
+
+    private final class LeafCollector: NSObject, XMLParserDelegate {
+        var values: [String: String] = [:]
+        private var path: [String] = []
+        private var text = ""
+
+        func parser(
+            _ parser: XMLParser, didStartElement elementName: String, namespaceURI: String?,
+            qualifiedName qName: String?, attributes attributeDict: [String: String] = [:]
+        ) {
+            path.append(elementName)
+            text = ""
+        }
+
+        func parser(_ parser: XMLParser, foundCharacters string: String) {
+            text += string
+        }
+
+        func parser(_ parser: XMLParser, didEndElement elementName: String, namespaceURI: String?, qualifiedName qName: String?) {
+            let key = path.joined(separator: "/")
+            let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            // Only leaves carry text; a parent's end must not overwrite what a child set.
+            if values[key] == nil { values[key] = trimmed }
+            path.removeLast()
+            text = ""
+        }
+    }
+}

@@ -1,0 +1,420 @@
+// The request path: validate, check access, write the prepared answer. Handlers only read state.
+import CreddCore
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// Limits and context shared by every connection of a listener.
+public struct ListenerContext: Sendable {
+    public enum Transport: Sendable { case unix, tcp }
+    public var transport: Transport
+    public var state: ServingStateBox
+    public var audit: AuditLog
+    public var statusProvider: @Sendable () -> StatusDocument
+    public var metricsProvider: (@Sendable () -> String)?
+    public var connections: ConnectionCounter
+    public var logger: Logger
+
+    public init(
+        transport: Transport, state: ServingStateBox, audit: AuditLog, statusProvider: @escaping @Sendable () -> StatusDocument,
+        metricsProvider: (@Sendable () -> String)? = nil, connections: ConnectionCounter, logger: Logger
+    ) {
+        self.transport = transport
+        self.state = state
+        self.audit = audit
+        self.statusProvider = statusProvider
+        self.metricsProvider = metricsProvider
+        self.connections = connections
+        self.logger = logger
+    }
+}
+
+/// `struct ucred` (SO_PEERCRED); Glibc hides it without _GNU_SOURCE.
+struct PeerCredentials: Sendable {
+    var pid: Int32 = 0
+    var uid: UInt32 = 0
+    var gid: UInt32 = 0
+}
+
+/// Largest request head accepted (431 above).
+let maximumHeaderBytes = 8 * 1024
+
+/// Answers container-credentials requests on one connection, in order, with keep-alive.
+final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = ByteBuffer
+
+    private let listener: ListenerContext
+    private let activity: ConnectionActivity
+    private var peer: Peer = .tcp(remote: "?")
+    private var unit: String?
+    private var needsFlush = false
+    private var closeAfterFlush = false
+    /// A request waiting for a set's first credentials; later pipelined parts queue behind it.
+    private var waiting = false
+    private var queued: [HTTPServerRequestPart] = []
+    private var discardingBody = false
+
+    init(listener: ListenerContext, activity: ConnectionActivity) {
+        self.listener = listener
+        self.activity = activity
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        switch listener.transport {
+        case .tcp:
+            peer = .tcp(remote: context.channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?")
+        case .unix:
+            // Unknown until SO_PEERCRED answers: nobody, whom no rule allows. On the channel's own loop the
+            // option is read synchronously, before any request.
+            peer = .unix(uid: UInt32.max, gid: UInt32.max, pid: 0, groups: [])
+            if let provider = context.channel as? any SocketOptionProvider {
+                provider.unsafeGetSocketOption(level: .socket, name: NIOBSDSocket.Option(rawValue: SO_PEERCRED))
+                    .assumeIsolated()
+                    .whenSuccess { (cred: PeerCredentials) in
+                        self.peer = .unix(uid: cred.uid, gid: cred.gid, pid: cred.pid, groups: Self.supplementaryGroups(pid: cred.pid))
+                        self.unit = AuditLog.unitOf(pid: cred.pid)
+                    }
+            }
+        }
+        context.fireChannelActive()
+    }
+
+    /// The caller's supplementary groups, for `allow_gids` (SO_PEERCRED carries only the primary group).
+    static func supplementaryGroups(pid: Int32) -> [UInt32] {
+        guard pid > 0, let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return [] }
+        for line in text.split(separator: "\n") where line.hasPrefix("Groups:") {
+            return line.dropFirst("Groups:".count).split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { UInt32($0) }
+        }
+        return []
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        if waiting || closeAfterFlush {
+            if !closeAfterFlush { queued.append(part) }
+            return
+        }
+        handle(part, context: context)
+    }
+
+    private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        switch part {
+        case .head(let head):
+            activity.receiving = false
+            respond(to: head, context: context)
+        case .body:
+            break
+        case .end:
+            discardingBody = false
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushIfNeeded(context: context)
+        activity.rearmIfReceiving()
+        context.fireChannelReadComplete()
+    }
+
+    private func flushIfNeeded(context: ChannelHandlerContext) {
+        if needsFlush {
+            needsFlush = false
+            if closeAfterFlush {
+                context.writeAndFlush(wrapOutboundOut(ByteBuffer()), promise: nil)
+                context.close(promise: nil)
+            } else {
+                context.flush()
+            }
+        }
+    }
+
+    private func write(_ buffer: ByteBuffer, context: ChannelHandlerContext, close: Bool) {
+        context.write(wrapOutboundOut(buffer), promise: nil)
+        needsFlush = true
+        if close { closeAfterFlush = true }
+    }
+
+    private func fail(_ error: HTTPError, keepAlive: Bool, context: ChannelHandlerContext) {
+        write(ResponseBytes.error(error, keepAlive: keepAlive), context: context, close: !keepAlive || error.closeConnection)
+    }
+
+    private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let keepAlive = head.isKeepAlive
+        // Request hygiene first: size, body, duplicate or hostile headers.
+        var headerBytes = head.uri.utf8.count + 16
+        var hosts = 0
+        var authorizations = 0
+        var host: String?
+        var authorization: String?
+        var hasOrigin = false
+        var hasBody = false
+        for (name, value) in head.headers {
+            headerBytes += name.utf8.count + value.utf8.count + 4
+            switch name.lowercased() {
+            case "host":
+                hosts += 1
+                host = value
+            case "authorization":
+                authorizations += 1
+                authorization = value
+            case "origin": hasOrigin = true
+            case "content-length": hasBody = hasBody || value != "0"
+            case "transfer-encoding": hasBody = true
+            default: break
+            }
+        }
+        if headerBytes > maximumHeaderBytes {
+            return fail(HTTPError(.requestHeaderFieldsTooLarge, "HeadersTooLarge", "the request headers exceed \(maximumHeaderBytes) bytes.", close: true), keepAlive: false, context: context)
+        }
+        if hasBody {
+            return fail(HTTPError(.badRequest, "UnexpectedBody", "requests to credd carry no body.", close: true), keepAlive: false, context: context)
+        }
+        if hosts > 1 || authorizations > 1 {
+            return fail(HTTPError(.badRequest, "DuplicateHeader", "the request repeats the \(hosts > 1 ? "Host" : "Authorization") header.", close: true), keepAlive: false, context: context)
+        }
+        if hasOrigin {
+            return fail(HTTPError(.forbidden, "ForbiddenOrigin", "requests with an Origin header (browsers) are refused."), keepAlive: keepAlive, context: context)
+        }
+        if let host, !AccessPolicy.isLoopbackHost(host) {
+            return fail(HTTPError(.forbidden, "ForbiddenHost", "the Host header must name a loopback address (127.0.0.1, ::1 or localhost)."), keepAlive: keepAlive, context: context)
+        }
+        let route: Route
+        switch Router.route(method: head.method, uri: head.uri) {
+        case .success(let r): route = r
+        case .failure(let e): return fail(e, keepAlive: keepAlive, context: context)
+        }
+        let state = listener.state.current
+        switch route {
+        case .credentials(let name):
+            guard let set = state.sets[name] else {
+                return fail(HTTPError(.notFound, "UnknownSet", "no credential set named \"\(name)\" is configured."), keepAlive: keepAlive, context: context)
+            }
+            if let denied = state.access.check(set: name, peer: peer, authorization: authorization) {
+                audit(set: name, status: denied.reason == .missingToken ? 401 : 403, key: nil, state: state)
+                return fail(HTTPError(denied), keepAlive: keepAlive, context: context)
+            }
+            answerCredentials(set: set, state: state, head: head, keepAlive: keepAlive, context: context, mayWait: true)
+        case .health:
+            answerHealth(state: state, head: head, keepAlive: keepAlive, context: context)
+        case .status:
+            if let denied = state.access.check(set: nil, peer: peer, authorization: authorization) {
+                return fail(HTTPError(denied), keepAlive: keepAlive, context: context)
+            }
+            let doc = listener.statusProvider()
+            let body = (try? StatusDocument.encoder().encode(doc)) ?? Data()
+            write(maybeHead(ResponseBytes.ok(body: body, keepAlive: keepAlive), head), context: context, close: !keepAlive)
+        case .metrics:
+            if let denied = state.access.check(set: nil, peer: peer, authorization: authorization) {
+                return fail(HTTPError(denied), keepAlive: keepAlive, context: context)
+            }
+            guard let metrics = listener.metricsProvider else {
+                return fail(HTTPError(.notFound, "NotFound", "metrics are not enabled."), keepAlive: keepAlive, context: context)
+            }
+            let text = Array(metrics().utf8)
+            write(maybeHead(ResponseBytes.ok(body: text, contentType: "text/plain; version=0.0.4; charset=utf-8", keepAlive: keepAlive), head), context: context, close: !keepAlive)
+        }
+    }
+
+    private func maybeHead(_ buffer: ByteBuffer, _ head: HTTPRequestHead) -> ByteBuffer {
+        head.method == .HEAD ? ResponseBytes.headOnly(buffer) : buffer
+    }
+
+    private func audit(set: String, status: UInt, key: String?, state: ServingState) {
+        if state.auditEnabled { listener.audit.record(peer: peer, unit: unit, set: set, status: status, keySuffix: key) }
+    }
+
+    private func answerCredentials(
+        set: ServedSet, state: ServingState, head: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext, mayWait: Bool
+    ) {
+        if let prepared = set.current, state.policy.isServable(expiration: prepared.servedExpiration, now: Date()) {
+            audit(set: set.name, status: 200, key: prepared.keySuffix, state: state)
+            if keepAlive && head.method == .GET && head.version.minor == 1 {
+                write(prepared.response, context: context, close: false)  // the hot path: bytes prepared once
+            } else {
+                var buffer = prepared.response
+                if !keepAlive || head.version.minor == 0 {
+                    buffer = Self.withConnectionHeader(prepared.response, keepAlive: keepAlive)
+                }
+                write(maybeHead(buffer, head), context: context, close: !keepAlive)
+            }
+            return
+        }
+        // No servable credentials: at a cold start wait briefly for the first fetch, else 503.
+        if mayWait {
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let eventLoop = context.eventLoop
+            let fired = NIOLoopBoundBox(false, eventLoop: eventLoop)
+            let resume: @Sendable () -> Void = {
+                eventLoop.execute {
+                    guard !fired.value else { return }
+                    fired.value = true
+                    let (handler, ctx) = loopBound.value
+                    handler.resumeAfterWait(set: set, head: head, keepAlive: keepAlive, context: ctx)
+                }
+            }
+            if set.view.waitForFirstResult(resume) {
+                waiting = true
+                eventLoop.scheduleTask(in: .nanoseconds(Int64(timeInterval(state.server.coldStartWait) * 1e9))) { resume() }
+                return
+            }
+        }
+        let error = HTTPError.unavailable(set: set.name, status: set.view.status)
+        audit(set: set.name, status: 503, key: nil, state: state)
+        fail(error, keepAlive: keepAlive, context: context)
+    }
+
+    private func resumeAfterWait(set: ServedSet, head: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext) {
+        guard context.channel.isActive else { return }
+        waiting = false
+        answerCredentials(set: set, state: listener.state.current, head: head, keepAlive: keepAlive, context: context, mayWait: false)
+        // Requests pipelined behind the waiting one, in order.
+        while !queued.isEmpty && !waiting && !closeAfterFlush {
+            handle(queued.removeFirst(), context: context)
+        }
+        flushIfNeeded(context: context)
+    }
+
+    static func withConnectionHeader(_ response: ByteBuffer, keepAlive: Bool) -> ByteBuffer {
+        var out = ByteBufferAllocator().buffer(capacity: response.readableBytes + 24)
+        let view = response.readableBytesView
+        guard let firstLineEnd = view.firstRange(of: [0x0D, 0x0A]) else { return response }
+        let split = firstLineEnd.upperBound - view.startIndex
+        out.writeBytes(view.prefix(split))
+        out.writeString(keepAlive ? "Connection: keep-alive\r\n" : "Connection: close\r\n")
+        out.writeBytes(view.dropFirst(split))
+        return out
+    }
+
+    private func answerHealth(state: ServingState, head: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext) {
+        guard let set = state.sets["default"] else {
+            return fail(HTTPError(.serviceUnavailable, "NoDefaultSet", "no credential set named \"default\" is configured.", retryAfter: 30), keepAlive: keepAlive, context: context)
+        }
+        if let prepared = set.current, state.policy.isServable(expiration: prepared.servedExpiration, now: Date()) {
+            let seconds = Int(prepared.servedExpiration.timeIntervalSinceNow)
+            let body = Array("{\"status\":\"ok\",\"set\":\"default\",\"expiresInSeconds\":\(seconds)}".utf8)
+            write(maybeHead(ResponseBytes.ok(body: body, keepAlive: keepAlive), head), context: context, close: !keepAlive)
+        } else {
+            fail(HTTPError.unavailable(set: "default", status: set.view.status), keepAlive: keepAlive, context: context)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let parserError = error as? HTTPParserError {
+            let e: HTTPError
+            switch parserError {
+            case .headerOverflow:
+                e = HTTPError(.requestHeaderFieldsTooLarge, "HeadersTooLarge", "the request headers are too large.", close: true)
+            case .invalidMethod, .invalidVersion, .invalidURL, .invalidConstant, .unknown:
+                e = HTTPError(.badRequest, "MalformedRequest", "the request line is not valid HTTP/1.1.", close: true)
+            default:
+                e = HTTPError(.badRequest, "MalformedRequest", "the request is not valid HTTP/1.1 (\(parserError)).", close: true)
+            }
+            context.writeAndFlush(wrapOutboundOut(ResponseBytes.error(e, keepAlive: false)), promise: nil)
+        }
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        queued.removeAll()
+        context.fireChannelInactive()
+    }
+}
+
+/// Per-connection timing for slowloris and idle limits, fed by `ActivityTracker` before the decoder.
+final class ConnectionActivity {
+    var receiving = false
+    var since = NIODeadline.now()
+    var lastActivity = NIODeadline.now()
+    private let headerTimeout: TimeAmount
+    private let idleTimeout: TimeAmount
+    private var check: Scheduled<Void>?
+    private var checkAt: NIODeadline = .distantFuture
+    private var channel: (any Channel)?
+
+    init(headerTimeout: TimeAmount, idleTimeout: TimeAmount) {
+        self.headerTimeout = headerTimeout
+        self.idleTimeout = idleTimeout
+    }
+
+    func start(channel: any Channel) {
+        self.channel = channel
+        receiving = true  // the first request's head is due within headerTimeout of connecting
+        since = .now()
+        lastActivity = since
+        schedule(at: since + headerTimeout)
+    }
+
+    func stop() {
+        check?.cancel()
+        check = nil
+        channel = nil
+    }
+
+    /// After a read that left a request head incomplete, make sure the check comes in time.
+    func rearmIfReceiving() {
+        if receiving && checkAt > since + headerTimeout { schedule(at: since + headerTimeout) }
+    }
+
+    private func schedule(at deadline: NIODeadline) {
+        guard let channel else { return }
+        check?.cancel()
+        checkAt = deadline
+        let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
+        check = channel.eventLoop.scheduleTask(deadline: deadline) { bound.value.fire() }
+    }
+
+    private func fire() {
+        guard let channel else { return }
+        let now = NIODeadline.now()
+        if receiving && now - since >= headerTimeout {
+            channel.close(promise: nil)  // slowloris: the head did not complete in time
+            return
+        }
+        if !receiving && now - lastActivity >= idleTimeout {
+            channel.close(promise: nil)
+            return
+        }
+        schedule(at: receiving ? since + headerTimeout : lastActivity + idleTimeout)
+    }
+}
+
+/// Notes when a request starts arriving (before the HTTP decoder sees a whole head).
+final class ActivityTracker: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    private let activity: ConnectionActivity
+    private let counter: ConnectionCounter
+    private var counted = false
+
+    init(activity: ConnectionActivity, counter: ConnectionCounter) {
+        self.activity = activity
+        self.counter = counter
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if !counter.open() {
+            context.close(promise: nil)
+            return
+        }
+        counted = true
+        activity.start(channel: context.channel)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if counted { counter.close() }
+        counted = false
+        activity.stop()
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if !activity.receiving {
+            activity.receiving = true
+            activity.since = .now()
+            activity.lastActivity = activity.since
+        }
+        context.fireChannelRead(data)
+    }
+}

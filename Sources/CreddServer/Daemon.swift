@@ -1,0 +1,309 @@
+// The daemon's object graph: sets and their refreshers, listeners, reload. Built here so tests build it too.
+import AsyncHTTPClient
+import CreddCore
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+
+/// How the daemon meets its supervisor (systemd, or nothing when run by hand). All optional.
+public struct DaemonHooks: Sendable {
+    /// Sockets passed by the supervisor; empty means bind from config.
+    public var inheritedListeners: [ListenerSource] = []
+    /// Credentials kept across a restart (systemd's fd store).
+    public var adoptedState: CredentialStateSnapshot?
+    public var ready: @Sendable (_ statusLine: String) -> Void = { _ in }
+    public var reloading: @Sendable () -> Void = {}
+    public var stopping: @Sendable () -> Void = {}
+    public var status: @Sendable (_ statusLine: String) -> Void = { _ in }
+    /// Called with the snapshot of all sets after every change of credentials (to refresh the fd store).
+    public var credentialsChanged: (@Sendable (CredentialStateSnapshot) -> Void)?
+    /// Watchdog ping interval and action, run on the server's event loop so a stuck loop stops the pings.
+    public var watchdog: (interval: TimeAmount, ping: @Sendable () -> Void)?
+    public init() {}
+}
+
+/// A running credd: build with `Daemon.init`, run as a `Service`.
+public final class Daemon: Service, Sendable {
+    public let environment: RuntimeEnvironment
+    private let logger: Logger
+    private let hooks: DaemonHooks
+    private let startedAt = Date()
+    private let initialConfig: CreddConfig
+    private let policy: RefreshPolicy
+    private let now: @Sendable () -> Date
+
+    private struct Runtime {
+        var config: CreddConfig
+        var sets: [String: CredentialSet] = [:]
+        var refreshers: [String: Task<Void, Never>] = [:]
+        var group: (any EventLoopGroup)?
+        var http: HTTPClient?
+        var stateBox: ServingStateBox?
+        var channels: [any Channel] = []
+    }
+    private let runtime: NIOLockedValueBox<Runtime>
+    /// Set once listening; the bound TCP ports (port 0 in config resolves here).
+    private let boundAddresses = NIOLockedValueBox<[String]>([])
+
+    public init(
+        config: CreddConfig, environment: RuntimeEnvironment, logger: Logger, hooks: DaemonHooks = DaemonHooks(),
+        policy: RefreshPolicy = .standard, now: @escaping @Sendable () -> Date = { Date() }
+    ) {
+        self.initialConfig = config
+        self.environment = environment
+        self.logger = logger
+        self.hooks = hooks
+        self.policy = policy
+        self.now = now
+        self.runtime = NIOLockedValueBox(Runtime(config: config))
+    }
+
+    public var listeningOn: [String] { boundAddresses.withLockedValue { $0 } }
+
+    public func run() async throws {
+        let config = initialConfig
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        var httpConfig = HTTPClient.Configuration()
+        httpConfig.timeout = .init(connect: .seconds(2), read: .seconds(5))
+        httpConfig.connectionPool = .init(idleTimeout: .seconds(30))
+        httpConfig.redirectConfiguration = .disallow
+        let http = HTTPClient(eventLoopGroup: group, configuration: httpConfig)
+        do {
+            try await serve(config: config, group: group, http: http)
+        } catch {
+            try? await http.shutdown()
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        try? await http.shutdown()
+        try? await group.shutdownGracefully()
+    }
+
+    private func serve(config: CreddConfig, group: MultiThreadedEventLoopGroup, http: HTTPClient) async throws {
+        let logger = self.logger
+        let access = try makeAccessPolicy(config)
+        let (sets, served) = try makeSets(config, http: http, existing: [:])
+        let box = ServingStateBox(ServingState(sets: served, access: access, policy: policy, server: config.server, auditEnabled: config.log.audit))
+        if let adopted = hooks.adoptedState { await adopt(adopted, into: sets, config: config) }
+        let counter = ConnectionCounter(limit: config.server.maxConnections)
+        let audit = AuditLog(logger: { var l = logger; l[metadataKey: "credd.event"] = "audit"; return l }())
+        let statusProvider: @Sendable () -> StatusDocument = { [weak self] in
+            self?.statusDocument() ?? StatusDocument(pid: getpid(), startedAt: Date(), config: "", sets: [])
+        }
+        let makeContext: @Sendable (ListenerContext.Transport) -> ListenerContext = { transport in
+            ListenerContext(transport: transport, state: box, audit: audit, statusProvider: statusProvider, connections: counter, logger: logger)
+        }
+        runtime.withLockedValue {
+            $0.sets = sets
+            $0.group = group
+            $0.http = http
+            $0.stateBox = box
+        }
+
+        // Listen: adopt what the supervisor passed, else bind from config.
+        var sources = hooks.inheritedListeners
+        if sources.isEmpty {
+            if let unix = config.listen.unix { sources.append(.unixPath(unix)) }
+            sources += config.listen.tcp.map { .tcp($0) }
+        }
+        guard !sources.isEmpty else {
+            throw ListenerError(message: "no listener configured: set listen.unix and/or listen.tcp in \(config.file ?? "the config").")
+        }
+        var channels: [any Channel] = []
+        do {
+            for source in sources {
+                let channel = try await CredentialsListener.start(source, group: group, context: makeContext)
+                channels.append(channel)
+                let where_: String
+                if case .unixPath(let u) = source { where_ = "unix:\(u.path)" } else { where_ = "\(source)=\(channel.localAddress.map { "\($0)" } ?? "?")" }
+                boundAddresses.withLockedValue { $0.append(channel.localAddress?.port.map { "tcp:127.0.0.1:\($0)" } ?? where_) }
+                logger.info("listening", metadata: ["credd.listener": "\(where_)"])
+            }
+        } catch {
+            for c in channels { try? await c.close() }
+            throw error
+        }
+        runtime.withLockedValue { $0.channels = channels }
+
+        if let watchdog = hooks.watchdog {
+            // Pings come from the serving event loop itself: if it is stuck, systemd stops hearing them.
+            let loop = group.next()
+            loop.scheduleRepeatedTask(initialDelay: .zero, delay: watchdog.interval) { _ in watchdog.ping() }
+        }
+
+        startRefreshers(sets)
+        hooks.ready(statusLine())
+        let statusTask = Task { [self] in await self.statusLoop() }
+        // Returns when a graceful shutdown (SIGTERM, SIGINT) begins or the task is cancelled.
+        try? await gracefulShutdown()
+        statusTask.cancel()
+        hooks.stopping()
+        logger.info("stopping")
+        for c in channels { try? await c.close() }
+        let refreshers = runtime.withLockedValue { r -> [Task<Void, Never>] in
+            let all = Array(r.refreshers.values)
+            r.refreshers = [:]
+            return all
+        }
+        for t in refreshers { t.cancel() }
+        for t in refreshers { await t.value }
+    }
+
+    private func startRefreshers(_ sets: [String: CredentialSet]) {
+        runtime.withLockedValue { r in
+            for (name, set) in sets where r.refreshers[name] == nil {
+                r.refreshers[name] = Task { await set.run() }
+            }
+        }
+    }
+
+    /// Keeps systemd's STATUS= line current (once a minute and on changes).
+    private func statusLoop() async {
+        while !Task.isCancelled {
+            hooks.status(statusLine())
+            try? await Task.sleep(for: .seconds(60))
+        }
+    }
+
+    /// One line per set: state and time to expiry (no secrets).
+    public func statusLine() -> String {
+        statusDocument().sets.map { s in
+            let left = s.servedExpiration.map { " expires in \(formatRemaining($0.timeIntervalSince(now())))" } ?? ""
+            return "\(s.name): \(s.state.rawValue)\(left)"
+        }.joined(separator: "; ")
+    }
+
+    public func statusDocument() -> StatusDocument {
+        let (sets, config) = runtime.withLockedValue { ($0.sets, $0.config) }
+        let ordered = config.sets.compactMap { sets[$0.name] }
+        return StatusDocument(pid: getpid(), startedAt: startedAt, config: config.file ?? "(built-in defaults)", sets: ordered.map { $0.view.status })
+    }
+
+    /// Applies a new config: sets whose configuration is unchanged keep their credentials. Listeners stay.
+    public func reload(_ newConfig: CreddConfig) throws {
+        hooks.reloading()
+        defer { hooks.ready(statusLine()) }
+        let (old, http, box) = runtime.withLockedValue { ($0, $0.http, $0.stateBox) }
+        guard let http, let box else { throw ListenerError(message: "credd is not running yet.") }
+        if newConfig.listen != old.config.listen {
+            logger.notice("listen settings changed; they take effect at the next restart")
+        }
+        let access = try makeAccessPolicy(newConfig)
+        var keep: [String: CredentialSet] = [:]
+        for set in newConfig.sets {
+            if let existing = old.sets[set.name], old.config.set(named: set.name) == set, !dependsOnChanged(set.name, old: old.config, new: newConfig) {
+                keep[set.name] = existing
+            }
+        }
+        let (sets, served) = try makeSets(newConfig, http: http, existing: keep)
+        let removed = runtime.withLockedValue { r -> [Task<Void, Never>] in
+            var stale: [Task<Void, Never>] = []
+            for (name, task) in r.refreshers where sets[name] !== r.sets[name] || sets[name] == nil {
+                stale.append(task)
+                r.refreshers[name] = nil
+            }
+            r.sets = sets
+            r.config = newConfig
+            return stale
+        }
+        for t in removed { t.cancel() }
+        box.replace(ServingState(sets: served, access: access, policy: policy, server: newConfig.server, auditEnabled: newConfig.log.audit))
+        startRefreshers(sets)
+        logger.info("configuration reloaded", metadata: ["credd.config": "\(newConfig.file ?? "defaults")", "credd.sets": "\(newConfig.sets.map(\.name).joined(separator: ","))"])
+    }
+
+    private func dependsOnChanged(_ name: String, old: CreddConfig, new: CreddConfig) -> Bool {
+        var current = new.set(named: name)
+        var hops = 0
+        while let c = current, case .assumeRole(let ar) = c.source, hops < new.sets.count {
+            if old.set(named: ar.from) != new.set(named: ar.from) { return true }
+            current = new.set(named: ar.from)
+            hops += 1
+        }
+        return false
+    }
+
+    private func makeAccessPolicy(_ config: CreddConfig) throws -> AccessPolicy {
+        var gid: gid_t?
+        if let g = config.listen.unix?.group { gid = UInt32(g) ?? getgrnam(g).map { $0.pointee.gr_gid } }
+        let token = try TokenFile.ensure(config.listen.tokenFile, group: gid)
+        var setTokens: [String: [UInt8]] = [:]
+        for set in config.sets {
+            if let file = set.access?.tokenFile { setTokens[set.name] = try TokenFile.ensure(file, group: nil) }
+        }
+        return AccessPolicy(token: token, tokenFile: config.listen.tokenFile, access: config.access, sets: config.sets, setTokens: setTokens)
+    }
+
+    /// Builds sets in dependency order so an assume-role set can read its `from` set.
+    private func makeSets(
+        _ config: CreddConfig, http: HTTPClient, existing: [String: CredentialSet]
+    ) throws -> ([String: CredentialSet], [String: ServedSet]) {
+        var sets = existing
+        var remaining = config.sets.filter { existing[$0.name] == nil }
+        while !remaining.isEmpty {
+            let before = remaining.count
+            for set in remaining {
+                if case .assumeRole(let ar) = set.source, sets[ar.from] == nil { continue }
+                let source = try SourceFactory.make(set, config: config, environment: environment, http: http, sets: sets, logger: logger, now: now)
+                let credentialSet = CredentialSet(
+                    name: set.name, source: source, chain: config.chain(of: set.name), policy: policy, logger: logger, now: now)
+                sets[set.name] = credentialSet
+                remaining.removeAll { $0.name == set.name }
+            }
+            if remaining.count == before { throw ConfigError(file: config.file ?? "config", key: "credentials", message: "the sets' from: links cannot be resolved.") }
+        }
+        var served: [String: ServedSet] = [:]
+        for (name, set) in sets {
+            let s = ServedSet(name: name, view: set.view)
+            served[name] = s
+            guard existing[name] == nil else { continue }
+            let hooks = self.hooks
+            let weakSelf = WeakDaemon(self)
+            set.view.addPublishObserver { _ in
+                if let changed = hooks.credentialsChanged, let daemon = weakSelf.daemon { changed(daemon.stateSnapshot()) }
+            }
+        }
+        return (sets, served)
+    }
+
+    /// All sets' current credentials, for systemd's fd store.
+    public func stateSnapshot() -> CredentialStateSnapshot {
+        let (sets, config) = runtime.withLockedValue { ($0.sets, $0.config) }
+        var entries: [CredentialStateSnapshot.Entry] = []
+        for (name, set) in sets {
+            guard let served = set.view.served, let setConfig = config.set(named: name) else { continue }
+            entries.append(CredentialStateSnapshot.Entry(name: name, sourceFingerprint: SourceFactory.fingerprint(setConfig, config: config), served: served))
+        }
+        return CredentialStateSnapshot(entries: entries)
+    }
+
+    private func adopt(_ snapshot: CredentialStateSnapshot, into sets: [String: CredentialSet], config: CreddConfig) async {
+        let t = now()
+        var adopted = 0
+        for entry in snapshot.entries {
+            guard let set = sets[entry.name], let setConfig = config.set(named: entry.name),
+                entry.sourceFingerprint == SourceFactory.fingerprint(setConfig, config: config)
+            else { continue }
+            guard policy.isServable(expiration: entry.servedExpiration, now: t) else { continue }
+            await set.adopt(entry.credentials, servedExpiration: entry.servedExpiration)
+            adopted += 1
+        }
+        logger.info("adopted credentials kept across the restart", metadata: ["credd.sets": "\(adopted)", "credd.offered": "\(snapshot.entries.count)"])
+    }
+}
+
+private struct WeakDaemon: @unchecked Sendable {
+    weak var daemon: Daemon?
+    init(_ d: Daemon) { daemon = d }
+}
+
+func formatRemaining(_ seconds: TimeInterval) -> String {
+    let s = Int(seconds)
+    if s <= 0 { return "0s (expired)" }
+    if s < 60 { return "\(s)s" }
+    if s < 3600 { return "\(s / 60)m\(String(format: "%02d", s % 60))s" }
+    return "\(s / 3600)h\(String(format: "%02d", (s % 3600) / 60))m"
+}
