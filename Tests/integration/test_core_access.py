@@ -17,7 +17,7 @@ from support.harness import Credd, credentials_answer, error_answer, free_port, 
 
 @pytest.fixture
 def credd(fake_imds, start_credd):
-    return start_credd(imds_endpoint=fake_imds.url)
+    return start_credd(imds_endpoint=fake_imds.url).wait_serving()
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1:{port}", "127.0.0.1", "localhost:{port}", "localhost",
@@ -65,7 +65,7 @@ def test_an_existing_token_file_is_used_as_it_is(fake_imds, credd_bin, tmp_path)
     d.token_file.write_text(chosen)
     d.token_file.chmod(0o600)
     try:
-        d.start()
+        d.start().wait_serving()
         assert d.token_file.read_text() == chosen
         assert credentials_answer(d.get("/v1/credentials", token=chosen))
     finally:

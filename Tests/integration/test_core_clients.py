@@ -22,7 +22,8 @@ CREDENTIAL_KEYS = {"AccessKeyId", "SecretAccessKey", "Token", "Expiration", "Acc
 @pytest.fixture
 def credd(fake_imds, start_credd):
     """credd serving the fake's role as the set `default`."""
-    return start_credd(imds_endpoint=fake_imds.url, imds={"timeout": "1s", "attempts": 3, "poll_interval": "5m"})
+    credd = start_credd(imds_endpoint=fake_imds.url, imds={"timeout": "1s", "attempts": 3, "poll_interval": "5m"})
+    return credd.wait_serving()
 
 
 def test_answer_has_exactly_the_container_credentials_shape(credd, fake_imds):
@@ -52,7 +53,7 @@ def test_boto3_gets_exactly_the_credentials_the_fake_issued(credd, fake_imds):
 def test_aws_cli_calls_moto_sts_signed_with_what_credd_served(fake_imds, start_credd, moto_sts):
     """SigV4 checking is on in moto: the call succeeds only if credd served moto's credentials intact."""
     issued = moto_sts.serve_from(fake_imds)
-    credd = start_credd(imds_endpoint=fake_imds.url)
+    credd = start_credd(imds_endpoint=fake_imds.url).wait_serving()
     aws = which("aws")
     assert aws, "the AWS CLI is not installed in the venv"
 
@@ -68,7 +69,7 @@ def test_aws_cli_calls_moto_sts_signed_with_what_credd_served(fake_imds, start_c
 
 def test_aws_cli_fails_with_a_wrong_token(fake_imds, start_credd, moto_sts, tmp_path):
     moto_sts.serve_from(fake_imds)
-    credd = start_credd(imds_endpoint=fake_imds.url)
+    credd = start_credd(imds_endpoint=fake_imds.url).wait_serving()
     wrong = tmp_path / "wrong.token"
     wrong.write_text("wrong-token-" + "A" * 32)
 
@@ -119,6 +120,7 @@ def test_curl_over_the_unix_socket_needs_no_token(credd, fake_imds):
 def test_named_set_and_unknown_set(fake_imds, start_credd):
     credd = start_credd(imds_endpoint=fake_imds.url,
                         credentials={"default": {"source": "imds"}, "instance": {"source": "imds"}})
+    credd.wait_serving().wait_serving("instance")
     assert matches_issued(credentials_answer(credd.get("/v1/credentials/instance")), fake_imds.credentials)
     got = run_boto3_probe(client_env(credd, "instance"))
     assert got.get("access_key") == fake_imds.credentials.access_key_id

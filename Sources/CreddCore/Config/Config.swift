@@ -6,6 +6,10 @@ import Yams
 public struct TCPAddress: Sendable, Equatable, CustomStringConvertible {
     public var host: String
     public var port: Int
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 
     /// Parses "127.0.0.1:9702", "[::1]:9702", "localhost:9702"; refuses anything not loopback.
@@ -52,6 +56,11 @@ public struct UnixListenConfig: Sendable, Equatable {
     public var path: String
     public var mode: UInt32
     public var group: String?
+    public init(path: String, mode: UInt32, group: String? = nil) {
+        self.path = path
+        self.mode = mode
+        self.group = group
+    }
 }
 
 public struct ListenConfig: Sendable, Equatable {

@@ -221,9 +221,18 @@ public actor CredentialSet {
         }
         while !Task.isCancelled {
             if delay > .zero {
-                status.nextRefresh = now().addingTimeInterval(timeInterval(delay))
+                let wallDeadline = now().addingTimeInterval(timeInterval(delay))
+                status.nextRefresh = wallDeadline
                 view.update(served: served, status: status)
-                await sleepOrKick(delay, clock: clock)
+                // Sleep on the monotonic clock, waking at least every `maximumSleep` to compare the wall clock:
+                // a wall clock that jumped forward makes the refresh due at once, one that jumped back changes nothing.
+                var monotonicLeft = delay
+                while monotonicLeft > .zero && !Task.isCancelled {
+                    let step = min(monotonicLeft, policy.maximumSleep)
+                    if await sleepOrKick(step, clock: clock) { break }
+                    monotonicLeft -= step
+                    if now() >= wallDeadline { break }
+                }
                 if Task.isCancelled { return }
             }
             do {
@@ -240,17 +249,24 @@ public actor CredentialSet {
     private var pendingKick = false
     private var kickWaiter: CheckedContinuation<Void, Never>?
 
-    /// Sleeps on the monotonic clock until `delay` passes or `refreshSoon()` is called.
-    private func sleepOrKick(_ delay: Duration, clock: some Clock<Duration>) async {
+    /// Sleeps on the monotonic clock until `delay` passes or `refreshSoon()` is called; true when kicked.
+    private func sleepOrKick(_ delay: Duration, clock: some Clock<Duration>) async -> Bool {
         if pendingKick {
             pendingKick = false
-            return
+            return true
         }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { try? await clock.sleep(for: delay) }
-            group.addTask { await self.waitForKick() }
-            await group.next()
+        return await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                try? await clock.sleep(for: delay)
+                return false
+            }
+            group.addTask {
+                await self.waitForKick()
+                return true
+            }
+            let kicked = await group.next() ?? false
             group.cancelAll()
+            return kicked
         }
     }
 

@@ -20,7 +20,8 @@ public struct RefreshPolicy: Sendable, Equatable {
     /// left, the served expiry is pushed to now + `staticStabilityExtension` (plus jitter), as the SDKs do.
     public var staticStabilityThreshold: Duration
     public var staticStabilityExtension: Duration
-    /// Longest sleep between checks, so a wall-clock jump is noticed (scheduling itself is monotonic).
+    /// Longest sleep between wall-clock checks, so a jump of the wall clock is noticed (the schedule itself is
+    /// monotonic; the refresher wakes this often only to compare the wall clock with the credentials' expiry).
     public var maximumSleep: Duration
 
     public init(
@@ -57,7 +58,7 @@ public struct RefreshPolicy: Sendable, Equatable {
             wait = min(wait, poll)
         }
         wait = wait - wait * (jitterFraction * clamp(random))
-        return min(max(wait, minimumInterval), maximumSleep)
+        return max(wait, minimumInterval)
     }
 
     /// How long to wait after the `consecutiveFailures`-th failure in a row (1 for the first).
@@ -66,7 +67,7 @@ public struct RefreshPolicy: Sendable, Equatable {
         var wait = backoffBase * (1 << exponent)
         if wait > backoffCap { wait = backoffCap }
         wait = wait - wait * (jitterFraction * clamp(random))
-        return min(wait, maximumSleep)
+        return wait
     }
 
     /// The expiry to serve after a failed refresh of a statically stable source, or nil to keep the real one.

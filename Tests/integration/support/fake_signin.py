@@ -49,6 +49,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+try:  # inside the integration suite: every secret the fake issues joins the leak scan
+    from . import register_secret
+except ImportError:  # run standalone (python fake_signin.py)
+    def register_secret(value, label="test secret"):
+        pass
+
 CLIENT_ID = "arn:aws:signin:::devtools/same-device"
 MAX_EXPIRES_IN = 900
 IAT_SKEW_SECONDS = 60
@@ -465,6 +471,7 @@ class FakeSignIn:
         pem = private_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
         ).decode("ascii")
+        register_secret(pem, "DPoP private key")
         issued = self.new_session(private_key, login_session=login_session, account_id=account_id, expires_in=expires_in)
         if expires_at is not None:
             issued.expires_at = expires_at
@@ -523,6 +530,9 @@ class FakeSignIn:
             serial=self._serial,
             login_session=session.login_session,
         )
+        register_secret(issued.secret_access_key, "Sign-In secret key")
+        register_secret(issued.session_token, "Sign-In session token")
+        register_secret(issued.refresh_token, "Sign-In refresh token")
         self.issued.append(issued)
         return issued
 
@@ -709,6 +719,81 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     do_PUT = _serve
 
 
+def _control(fake: FakeSignIn, command: dict) -> dict:
+    """One command of the standalone control protocol (one JSON object per line on stdin, one answer per
+    line on stdout). Answers carry identifiers and counters, never a secret."""
+    cmd = command.get("cmd")
+    if cmd == "write_login":
+        expires_at = None
+        if command.get("expires_in_seconds") is not None:
+            expires_at = fake.clock() + float(command["expires_in_seconds"])
+        fixture = fake.write_login(
+            command["home"], profile=command.get("profile", "default"), region=command.get("region", "us-east-1"),
+            account_id=command.get("account_id", "123456789012"), expires_at=expires_at,
+            config_file=command.get("config_file"), cache_dir=command.get("cache_dir"),
+            extra_fields=command.get("extra_fields"),
+        )
+        return {"cache_file": fixture.cache_file, "config_file": fixture.config_file,
+                "login_session": fixture.login_session, "access_key_id": fixture.issued.access_key_id}
+    if cmd == "fail_next":
+        fake.fail_next(command["mode"], int(command.get("times", 1)))
+        return {"ok": True}
+    if cmd == "fail_always":
+        fake.fail_always(command.get("mode"))
+        return {"ok": True}
+    if cmd == "revoke":
+        fake.revoke_session(command["login_session"], command.get("reason", "USER_CREDENTIALS_CHANGED"))
+        return {"ok": True}
+    if cmd == "advance":
+        fake.clock.advance(float(command["seconds"]))
+        return {"ok": True}
+    if cmd == "set_expires_in":
+        fake.expires_in = int(command["seconds"])
+        return {"ok": True}
+    if cmd == "stats":
+        return fake.stats()
+    if cmd == "check_cache":
+        return check_cache_file(fake, command["path"])
+    if cmd == "verify_proof":
+        try:
+            payload = verify_dpop_proof(command["proof"], expected_htu=command["htu"], now=fake.clock())
+        except ProofError as e:
+            return {"ok": False, "error": str(e)}
+        return {"ok": True, "payload": payload}
+    raise ValueError(f"unknown command {cmd!r}")
+
+
+def check_cache_file(fake: FakeSignIn, path: str) -> dict:
+    """What a test needs to know about a cache file, without a secret: does it parse, is its refresh token
+    the newest the fake issued, are its credentials ones the fake issued (and which serial)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+        document = json.loads(text)
+    except (OSError, ValueError) as e:
+        return {"parses": False, "error": type(e).__name__}
+    access = document.get("accessToken") or {}
+    issued = fake.issued_for(access.get("accessKeyId", ""))
+    token = document.get("refreshToken", "")
+    with fake._lock:
+        session = fake._tokens[token].session.login_session if token in fake._tokens else None
+    return {
+        "parses": True,
+        "one_line": "\n" not in text.rstrip("\n"),
+        "mode": oct(os.stat(path).st_mode & 0o777),
+        "refresh_token_serial": fake.refresh_token_serial(token),
+        "newest_serial": fake.refresh_token_serial(fake.newest_refresh_token(session)) if session else None,
+        "refresh_token_usable": fake.refresh_token_usable(token),
+        "credentials_issued": issued is not None
+        and issued.secret_access_key == access.get("secretAccessKey")
+        and issued.session_token == access.get("sessionToken"),
+        "credentials_serial": issued.serial if issued else None,
+        "expires_at": access.get("expiresAt"),
+        "account_id": access.get("accountId"),
+        "keys": sorted(document),
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="A strict fake AWS Sign-In token service on loopback.")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free port)")
@@ -718,6 +803,8 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", default="default")
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--fail", action="append", default=[], choices=FAILURE_MODES, help="fail the next request so (repeatable)")
+    parser.add_argument("--control", action="store_true",
+                        help="read JSON commands from stdin, one per line, answer each on stdout; exit at EOF")
     args = parser.parse_args(argv)
     fake = FakeSignIn(expires_in=args.expires_in, reuse_window=args.reuse_window).start(args.port)
     for mode in args.fail:
@@ -728,8 +815,18 @@ def main(argv=None) -> int:
         info.update(cache_file=fixture.cache_file, config_file=fixture.config_file, login_session=fixture.login_session)
     print(json.dumps(info), flush=True)
     try:
-        while True:
-            time.sleep(3600)
+        if args.control:
+            for line in sys.stdin:
+                if not line.strip():
+                    continue
+                try:
+                    answer = _control(fake, json.loads(line))
+                except Exception as e:  # noqa: BLE001 - reported to the driver, which fails its test
+                    answer = {"error": f"{type(e).__name__}: {e}"}
+                print(json.dumps(answer), flush=True)
+        else:
+            while True:
+                time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:

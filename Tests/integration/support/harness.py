@@ -65,6 +65,9 @@ class Reply(NamedTuple):
     headers: dict
     body: bytes
 
+    def __repr__(self) -> str:  # the body may hold credentials; pytest shows reprs when an assert fails
+        return f"Reply(status={self.status}, content-type={self.headers.get('content-type')!r}, {len(self.body)} bytes)"
+
     def json(self) -> Any:
         return json.loads(self.body)
 
@@ -293,6 +296,12 @@ class Credd:
         hdrs.update(headers or {})
         return http_request(conn, method, path, hdrs)
 
+    def wait_serving(self, name: Optional[str] = None, timeout: float = 20) -> "Credd":
+        """Until the set (default: `default`) answers 200 on the Unix socket: past the cold start."""
+        path = "/v1/credentials" + (f"/{name}" if name else "")
+        self.wait_for(lambda: self.get(path, via="unix").status == 200, timeout, f"credd to serve {path}")
+        return self
+
     def credentials_url(self, name: Optional[str] = None) -> str:
         return f"{self.tcp_url}/v1/credentials" + (f"/{name}" if name else "")
 
@@ -468,7 +477,9 @@ class MotoSTS:
             self._server = None
 
     def _reset_auth(self, count: str) -> None:
-        req = urllib.request.Request(f"{self.url}/moto-api/reset-auth", data=count.encode(), method="POST")
+        # A raw body: with urllib's default form Content-Type, Flask hands moto an empty request.data.
+        req = urllib.request.Request(f"{self.url}/moto-api/reset-auth", data=count.encode(), method="POST",
+                                     headers={"Content-Type": "text/plain"})
         with urllib.request.urlopen(req, timeout=10) as r:
             if r.status != 200:
                 raise RuntimeError(f"moto reset-auth answered {r.status}")
@@ -600,3 +611,67 @@ def concurrent_gets(credd: Credd, n: int, path: str = "/v1/credentials", timeout
     for t in threads:
         t.join(timeout + 10)
     return results
+
+
+def in_isolated_network() -> bool:
+    """True inside a network namespace whose only interface is lo (as `make test` runs the suite)."""
+    # socket.if_nameindex() asks the kernel about this process's namespace (/sys may show another one's).
+    return {name for _, name in socket.if_nameindex()} <= {"lo"}
+
+
+class Observation(NamedTuple):
+    at: float  # epoch seconds when the answer arrived
+    status: Any  # HTTP status, or the exception's name
+    key: Optional[str]
+    expiration: Optional[float]  # epoch seconds
+    retry_after: Optional[str]
+
+
+class Watcher:
+    """Polls credd's credentials route from a thread and records what every answer said (never a secret):
+    the evidence for "clients kept getting credentials" and "never an Expiration in the past"."""
+
+    def __init__(self, credd: Credd, path: str = "/v1/credentials", interval: float = 0.25) -> None:
+        import threading
+
+        self.credd, self.path, self.interval = credd, path, interval
+        self.seen: list[Observation] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "Watcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.seen.append(observe(self.credd, self.path))
+            self._stop.wait(self.interval)
+
+    def expired_answers(self) -> list[Observation]:
+        """200 answers whose Expiration had already passed when they arrived."""
+        return [o for o in self.seen if o.status == 200 and (o.expiration is None or o.expiration <= o.at)]
+
+    def statuses(self) -> set:
+        return {o.status for o in self.seen}
+
+
+def observe(credd: Credd, path: str = "/v1/credentials") -> Observation:
+    try:
+        reply = credd.get(path, timeout=15)
+    except (OSError, http.client.HTTPException) as e:
+        return Observation(time.time(), type(e).__name__, None, None, None)
+    at = time.time()
+    key = expiration = None
+    if reply.status == 200:
+        try:
+            doc = json.loads(reply.body)
+            key = doc.get("AccessKeyId")
+            expiration = parse_expiration(doc["Expiration"]).timestamp()
+        except (ValueError, KeyError):
+            return Observation(at, "200 with a bad body", None, None, None)
+    return Observation(at, reply.status, key, expiration, reply.headers.get("retry-after"))

@@ -172,7 +172,7 @@ public struct AssumeRoleErrorContext: Sendable {
         }
         return SourceError(
             code: "SourceUnavailable",
-            message: "Credential set \(setName) assumes \(roleArn) with the credentials of set \(sourceSetName), which has none to give (\(inner.code): \(inner.message))",
+            message: "Credential set \(setName) assumes \(roleArn) with the credentials of set \(sourceSetName), which has none to give. \(inner.code): \(inner.message)",
             disposition: inner.disposition)
     }
 }

@@ -49,7 +49,8 @@ final class InotifyWatcher: @unchecked Sendable {
     private let targets: [Target]
     private let onChange: @Sendable () -> Void
     private let inotifyFD: Int32
-    private let stopFD: Int32
+    /// A pipe: `stop()` writes a byte to [1], the loop polls [0].
+    private let stopPipe: [Int32]
     /// Watch descriptor → (path, is it a target directory, is it an ancestor a target directory is waited in).
     private var watches: [Int32: (path: String, isTarget: Bool, isAncestor: Bool)] = [:]
 
@@ -72,31 +73,35 @@ final class InotifyWatcher: @unchecked Sendable {
         self.onChange = onChange
         let fd = inotify_init1(Int32(IN_CLOEXEC) | Int32(IN_NONBLOCK))
         guard fd >= 0 else { return nil }
-        let efd = eventfd(0, Int32(EFD_CLOEXEC) | Int32(EFD_NONBLOCK))
-        guard efd >= 0 else {
+        var ends: [Int32] = [-1, -1]
+        guard pipe(&ends) == 0 else {
             close(fd)
             return nil
         }
+        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
         self.inotifyFD = fd
-        self.stopFD = efd
+        self.stopPipe = ends
     }
 
+    // The write end outlives `run()`, so a late `stop()` never writes into a reused descriptor.
+    deinit { close(stopPipe[1]) }
+
     func stop() {
-        var one: UInt64 = 1
-        _ = withUnsafeBytes(of: &one) { write(stopFD, $0.baseAddress, 8) }
+        var one: UInt8 = 1
+        _ = write(stopPipe[1], &one, 1)
     }
 
     func run() {
         defer {
             close(inotifyFD)
-            close(stopFD)
+            close(stopPipe[0])
         }
         setUpWatches()
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
             var fds = [
                 pollfd(fd: inotifyFD, events: Int16(POLLIN), revents: 0),
-                pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: stopPipe[0], events: Int16(POLLIN), revents: 0),
             ]
             let ready = poll(&fds, 2, -1)
             if ready < 0 {
