@@ -92,7 +92,11 @@ let package = Package(
         ),
         .testTarget(
             name: "CreddServerTests",
-            dependencies: ["CreddServer", "CreddCore", "CreddTestSupport"],
+            dependencies: [
+                "CreddServer", "CreddCore", "CreddTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

@@ -83,6 +83,11 @@ public struct SetAccessConfig: Sendable, Equatable {
     public var allowUids: [UInt32]?
     public var allowGids: [UInt32]?
     public var tokenFile: String?
+    public init(allowUids: [UInt32]? = nil, allowGids: [UInt32]? = nil, tokenFile: String? = nil) {
+        self.allowUids = allowUids
+        self.allowGids = allowGids
+        self.tokenFile = tokenFile
+    }
 }
 
 public struct LoginSetConfig: Sendable, Equatable {
@@ -122,6 +127,11 @@ public struct SetConfig: Sendable, Equatable {
     public var name: String
     public var source: SourceConfig
     public var access: SetAccessConfig?
+    public init(name: String, source: SourceConfig, access: SetAccessConfig? = nil) {
+        self.name = name
+        self.source = source
+        self.access = access
+    }
 }
 
 public struct ServerConfig: Sendable, Equatable {

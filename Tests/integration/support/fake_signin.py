@@ -74,7 +74,7 @@ FAILURE_MODES = (
     "incomplete",                # 200 with JSON that lacks the credentials
     "close",                     # the connection is closed without an answer
     "hang",                      # no answer until release_hangs() or stop()
-    "slow",                      # the normal answer after `slow_seconds`
+    "slow",                      # whatever the answer is, `slow_seconds` late
 )
 
 _B64URL_ALPHABET = set(string.ascii_letters + string.digits + "-_")
@@ -550,7 +550,13 @@ class FakeSignIn:
         return None
 
     def handle_token_request(self, method: str, path: str, headers, body: bytes, scheme: str = "http"):
-        """Returns (status, headers, body bytes) or a failure action ("close" / "hang" / "slow")."""
+        """Returns (status, headers, body bytes), a failure action ("close" / "hang"), or ("slow", answer)
+        when the answer is to be sent `slow_seconds` late."""
+        slow: list[bool] = []
+        result = self._handle_token_request(method, path, headers, body, scheme, slow)
+        return ("slow", result) if slow and isinstance(result, tuple) else result
+
+    def _handle_token_request(self, method, path, headers, body, scheme, slow):
         with self._lock:
             self.token_requests += 1
         if method != "POST":
@@ -603,6 +609,7 @@ class FakeSignIn:
                     return failure
                 if mode != "slow":
                     return mode  # "close" / "hang"
+                slow.append(True)
             if token is not None and client_id != token.session.client_id:
                 return self._reject("client-id", 400, "clientId does not match the refresh token.")
             problem = self._token_problem(refresh_token, now)
@@ -623,10 +630,7 @@ class FakeSignIn:
             "expiresIn": int(issued.expires_at - now),
             "refreshToken": issued.refresh_token,
         }
-        response = (200, {"Content-Type": "application/json"}, json.dumps(answer).encode())
-        if mode == "slow":
-            return ("slow", response)
-        return response
+        return (200, {"Content-Type": "application/json"}, json.dumps(answer).encode())
 
     def _reject(self, reason: str, status: int, message: str):
         with self._lock:
@@ -750,6 +754,9 @@ def _control(fake: FakeSignIn, command: dict) -> dict:
     if cmd == "set_expires_in":
         fake.expires_in = int(command["seconds"])
         return {"ok": True}
+    if cmd == "set_slow_seconds":
+        fake.slow_seconds = float(command["seconds"])
+        return {"ok": True}
     if cmd == "stats":
         return fake.stats()
     if cmd == "check_cache":
@@ -758,7 +765,7 @@ def _control(fake: FakeSignIn, command: dict) -> dict:
         try:
             payload = verify_dpop_proof(command["proof"], expected_htu=command["htu"], now=fake.clock())
         except ProofError as e:
-            return {"ok": False, "error": str(e)}
+            return {"ok": False, "reason": str(e)}
         return {"ok": True, "payload": payload}
     raise ValueError(f"unknown command {cmd!r}")
 
