@@ -40,7 +40,7 @@ public final class Daemon: Service, Sendable {
         var sets: [String: CredentialSet] = [:]
         var refreshers: [String: Task<Void, Never>] = [:]
         var group: (any EventLoopGroup)?
-        var http: HTTPClient?
+        var http: UpstreamHTTP?
         var stateBox: ServingStateBox?
         var channels: [any Channel] = []
     }
@@ -66,23 +66,19 @@ public final class Daemon: Service, Sendable {
     public func run() async throws {
         let config = initialConfig
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        var httpConfig = HTTPClient.Configuration()
-        httpConfig.timeout = .init(connect: .seconds(2), read: .seconds(5))
-        httpConfig.connectionPool = .init(idleTimeout: .seconds(30))
-        httpConfig.redirectConfiguration = .disallow
-        let http = HTTPClient(eventLoopGroup: group, configuration: httpConfig)
+        let http = UpstreamHTTP(eventLoopGroup: group)
         do {
             try await serve(config: config, group: group, http: http)
         } catch {
-            try? await http.shutdown()
+            await http.shutdown()
             try? await group.shutdownGracefully()
             throw error
         }
-        try? await http.shutdown()
+        await http.shutdown()
         try? await group.shutdownGracefully()
     }
 
-    private func serve(config: CreddConfig, group: MultiThreadedEventLoopGroup, http: HTTPClient) async throws {
+    private func serve(config: CreddConfig, group: MultiThreadedEventLoopGroup, http: UpstreamHTTP) async throws {
         let logger = self.logger
         let access = try makeAccessPolicy(config)
         let (sets, served) = try makeSets(config, http: http, existing: [:])
@@ -239,7 +235,7 @@ public final class Daemon: Service, Sendable {
 
     /// Builds sets in dependency order so an assume-role set can read its `from` set.
     private func makeSets(
-        _ config: CreddConfig, http: HTTPClient, existing: [String: CredentialSet]
+        _ config: CreddConfig, http: UpstreamHTTP, existing: [String: CredentialSet]
     ) throws -> ([String: CredentialSet], [String: ServedSet]) {
         var sets = existing
         var remaining = config.sets.filter { existing[$0.name] == nil }

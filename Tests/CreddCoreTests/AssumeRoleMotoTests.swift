@@ -2,6 +2,7 @@
 import AsyncHTTPClient
 import CreddCore
 import Foundation
+import Logging
 import Testing
 
 /// One moto server on 127.0.0.1 for the whole test process, set up by a small Python script: an admin
@@ -85,7 +86,7 @@ final class AssumeRoleMoto: @unchecked Sendable {
         ]
         let stdin = Pipe(), stdout = Pipe()
         let errorLog = FileManager.default.temporaryDirectory.appendingPathComponent("credd-moto-\(UUID().uuidString).log")
-        FileManager.default.createFile(atPath: errorLog.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errorLog.path, contents: nil)
         process.standardInput = stdin
         process.standardOutput = stdout
         process.standardError = try FileHandle(forWritingTo: errorLog)

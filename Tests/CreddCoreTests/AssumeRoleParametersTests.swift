@@ -110,7 +110,7 @@ struct AssumeRoleParametersTests {
         try "not json".write(to: dir.appendingPathComponent("bad.json"), atomically: true, encoding: .utf8)
         let bad = AssumeRoleParameters.loadPolicy("bad.json", setName: "deploy", configDirectory: dir)
         guard case .failure(let badError) = bad else { Issue.record("bad.json was accepted"); return }
-        #expect(badError.message.contains("credentials.deploy.policy file \(dir.appendingPathComponent("bad.json").path)"))
+        #expect(badError.message.contains("credentials.deploy.policy: the file \(dir.appendingPathComponent("bad.json").path)"))
         #expect(badError.message.contains("not a JSON object"))
 
         let missing = AssumeRoleParameters.loadPolicy("missing.json", setName: "deploy", configDirectory: dir)

@@ -144,6 +144,23 @@ struct AssumeRoleSTSClientTests {
             requestId: "4d1b2f3a-0000-4000-8000-000000000001")))
     }
 
+    @Test(
+        "EC2-style error bodies (moto's) are read too, even with whitespace before the XML declaration",
+        arguments: [
+            "\n<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>User: arn:aws:iam::123456789012:user/limited is not authorized to perform: sts:AssumeRole</Message><Type>Sender</Type></Error></Errors></ErrorResponse>",
+            "<Response><Errors><Error><Code>AccessDenied</Code><Message>User: arn:aws:iam::123456789012:user/limited is not authorized to perform: sts:AssumeRole</Message><Type>Sender</Type></Error></Errors><RequestID>r</RequestID></Response>",
+        ])
+    func readsEC2StyleErrors(body: String) async {
+        let failure = await failure(.http(403, body))
+        guard case .service(let error) = failure else {
+            Issue.record("expected a service error, got \(String(describing: failure))")
+            return
+        }
+        #expect(error.code == "AccessDenied")
+        #expect(error.type == "Sender")
+        #expect(error.message == "User: arn:aws:iam::123456789012:user/limited is not authorized to perform: sts:AssumeRole")
+    }
+
     @Test("transport errors become unreachable")
     func transportError() async {
         struct Boom: Error, CustomStringConvertible { var description: String { "connection reset by peer" } }

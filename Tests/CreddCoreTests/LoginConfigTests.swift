@@ -59,7 +59,7 @@ struct LoginConfigTests {
             ("[default]\n[default]\n", 2, "appears twice"),
             ("[]\n", 1, "empty"),
             ("[profile ]\n", 1, "needs a profile name"),
-            ("[default]\n = value\n", 2, "key before"),
+            ("[default]\n= value\n", 2, "key before"),
         ] as [(String, Int, String)])
     func syntaxErrors(text: String, line: Int, problem: String) {
         #expect {
@@ -135,5 +135,22 @@ struct LoginConfigTests {
                 && e.message.contains(home + "/.aws/config")
                 && (code != "LoginRequired" || e.message.hasPrefix("login required: run `aws login --profile dev`"))
         }
+    }
+}
+
+@Suite("aws login: the default profile of a user instance")
+struct LoginDefaultProfileTests {
+    @Test("AWS_PROFILE, else default; a profile with login_session is detected")
+    func defaults() throws {
+        #expect(LoginCacheLocation.defaultProfile(environment: [:]) == "default")
+        #expect(LoginCacheLocation.defaultProfile(environment: ["AWS_PROFILE": "dev"]) == "dev")
+        #expect(LoginCacheLocation.defaultProfile(environment: ["AWS_PROFILE": ""]) == "default")
+        let home = try LoginConfigTests.home()
+        defer { try? FileManager.default.removeItem(atPath: home) }
+        #expect(!LoginCacheLocation.profileHasLoginSession(profile: "default", environment: [:], homeDirectory: home))
+        try "[default]\nregion = us-east-1\n[profile dev]\nlogin_session = arn:aws:iam::1:user/x\n"
+            .write(toFile: home + "/.aws/config", atomically: true, encoding: .utf8)
+        #expect(!LoginCacheLocation.profileHasLoginSession(profile: "default", environment: [:], homeDirectory: home))
+        #expect(LoginCacheLocation.profileHasLoginSession(profile: "dev", environment: [:], homeDirectory: home))
     }
 }

@@ -291,7 +291,7 @@ struct LoginSourceTests {
         #expect(credentials.accessKeyId != login.accessKeyId)
         #expect(try fake.int("proofs_verified") == 3)
         #expect(try fake.rejections() == [:], "no proof was replayed")
-        #expect(clock.sleeps.filter { $0 >= .seconds(1) }.count == 2)
+        #expect(clock.sleeps.filter { $0 >= .milliseconds(900) }.count == 2, "backoff of 1 s, then 2 s")
     }
 
     @Test(

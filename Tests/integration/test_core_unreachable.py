@@ -80,11 +80,14 @@ def test_no_config_and_no_imds_starts_and_says_why(credd_bin, tmp_path):
                                 start_new_session=True)
     try:
         sock = _wait_for_socket(proc, runtime, log)
-        reply = http_request(UnixHTTPConnection(str(sock)), "GET", "/v1/credentials", {"Host": "localhost"})
-        if reply.status != 503:
-            # The first fetch may still be running (1 s timeout, bounded retries): ask again.
-            time.sleep(5)
+        # The first fetch takes a few seconds to fail (1 s timeouts, bounded retries): until then credd says
+        # it is fetching.
+        deadline = time.monotonic() + 30
+        while True:
             reply = http_request(UnixHTTPConnection(str(sock)), "GET", "/v1/credentials", {"Host": "localhost"})
+            if reply.status != 503 or b"unreachable" in reply.body or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert reply.status == 503
         message = error_answer(reply)["message"]
         assert "IMDS unreachable at" in message and "169.254.169.254" in message, message

@@ -305,3 +305,17 @@ def test_write_login_matches_botocores_cache_layout(clean_env, fake):
     assert config["login_session"] == fixture.login_session and config["region"] == "ap-southeast-2"
     assert fixture.read_cache()["dpopKey"].startswith("-----BEGIN EC PRIVATE KEY-----\n")
     assert format_expires_at(fixture.issued.expires_at) == fixture.read_cache()["accessToken"]["expiresAt"]
+
+
+def test_botocore_retries_a_throttled_refresh_with_the_same_proof_which_the_fake_refuses(clean_env, fake):
+    """A measured botocore behaviour worth knowing: its DPoP header is added once per API call
+    (before-call), so its automatic retry of a 429/5xx re-sends the same jti, which a replay check refuses.
+    credd builds a new proof for every attempt (see the Swift LoginSource tests)."""
+    _require_crt()
+    fixture = fake.write_login(str(clean_env), expires_at=time.time() + 60)
+    fake.fail_next("500")
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        _fetcher(_botocore_session(fake), fixture).refresh_credentials()
+    assert raised.value.response["Error"]["Code"] == "ValidationException"
+    assert fake.failures_injected == {"500": 1}
+    assert fake.rejections.get("dpop: jti replayed", 0) >= 1, fake.stats()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import stat
 import subprocess
 from pathlib import Path
 
@@ -201,3 +200,13 @@ def test_the_sysusers_entry_creates_the_credd_user_and_group(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Creating group 'credd'" in proc.stdout + proc.stderr
     assert "Creating user 'credd'" in proc.stdout + proc.stderr
+
+
+def test_the_egress_drop_in_verifies_and_opens_the_allow_list(tmp_path):
+    root = _verify_root(tmp_path)
+    drop_in = root / "etc/systemd/system/credd.service.d"
+    drop_in.mkdir()
+    shutil.copy(UNITS / "drop-ins" / "credd-egress.conf", drop_in)
+    proc = verify_system_units(root)
+    assert proc.returncode == 0 and proc.stdout + proc.stderr == "", proc.stdout + proc.stderr
+    assert "IPAddressAllow=any" in _settings(UNITS / "drop-ins" / "credd-egress.conf")

@@ -188,6 +188,11 @@ def journal_entries(*match: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
+def unit_matches(user: bool) -> list[str]:
+    """journalctl matches for credd's own lines. Not --user-unit: run as root it matches _UID=0 only."""
+    return [f"_SYSTEMD_USER_UNIT=credd.service", f"_UID={UID}"] if user else ["-u", "credd.service"]
+
+
 def config_text(token_file: Path, unix_path: Path, port: int, group: str | None) -> str:
     unix = f'{{path: {unix_path}, mode: "{"0660" if group else "0600"}"' + (f", group: {group}}}" if group else "}")
     return (f"listen:\n  unix: {unix}\n  tcp: [\"127.0.0.1:{port}\"]\n  token_file: {token_file}\n"
@@ -248,7 +253,7 @@ def invalid_reload_keeps_serving(user: bool, port: int, token: Path, config: Pat
         expect(active_state("credd.service", user) == "active", "credd.service is not active after the reload")
         expect(show("credd.service", "MainPID", user) == pid, "credd restarted instead of reloading")
         expect_fake_credentials(probe(port, token))
-        unit_match = ["--user-unit" if user else "-u", "credd.service", "--since", since]
+        unit_match = [*unit_matches(user), "--since", since]
         wait_until("a journal line naming the invalid key",
                    lambda: any("bogus_key_for_reload_check" in json.dumps(e) for e in journal_entries(*unit_match)), 5)
     finally:
@@ -259,7 +264,7 @@ def invalid_reload_keeps_serving(user: bool, port: int, token: Path, config: Pat
 
 
 def journal_is_structured(user: bool):
-    entries = journal_entries("--user-unit" if user else "-u", "credd.service")
+    entries = journal_entries(*unit_matches(user))
     own = [e for e in entries if e.get("SYSLOG_IDENTIFIER") == "credd"]
     structured = [e for e in own if any(k.startswith("CREDD_") for k in e)]
     expect(structured, f"no journal entry with CREDD_* fields among {len(entries)} of credd.service")
@@ -282,22 +287,15 @@ def stop_removes_socket(user: bool, socket_path: Path):
 # ---- system units -------------------------------------------------------------------------------------
 
 def system_part() -> None:
-    global _fake_started
     import grp
 
-    @step("system: credd user and group from credd.sysusers, config, fake IMDS")
+    @step("system: credd user and group from credd.sysusers, /etc/credd/credd.yaml")
     def setup():
-        global _fake_started
         run(["systemd-sysusers", str(PROJECT / "systemd" / "credd.sysusers")])
         SYSTEM_CONFIG.parent.mkdir(parents=True, exist_ok=True)
         SYSTEM_CONFIG.write_text(config_text(SYSTEM_TOKEN, SYSTEM_SOCKET, 9702, "credd"))
-        systemctl("start", "fake-imds.service")
-        _fake_started = True
-        wait_until("the fake IMDS", fake_state, 20)
         return f"group credd = {grp.getgrnam('credd').gr_gid}"
 
-    gid = None
-    steps = [setup]
     if not setup():
         return
     gid = grp.getgrnam("credd").gr_gid
@@ -315,18 +313,26 @@ def system_part() -> None:
         step("system: systemctl stop credd.socket stops credd and removes the socket")(
             lambda: stop_removes_socket(False, SYSTEM_SOCKET)),
     ]
-    for check in checks:
-        if not check():
+    run_checks(checks, critical=2)
+
+
+def run_checks(checks, critical: int) -> None:
+    """Run the checks in order; the first `critical` ones are preconditions of the rest (stop on failure),
+    the later ones are independent enough to report each (a failed restart check still lets reload run)."""
+    for index, check in enumerate(checks):
+        if not check() and index < critical:
             break
 
 
 def system_properties():
     expect(show("credd.service", "WatchdogUSec") == "30s", f"WatchdogUSec is {show('credd.service', 'WatchdogUSec')}")
     expect(show("credd.service", "NotifyAccess") == "main", "NotifyAccess is not main")
-    user = run(["ps", "-o", "user=", "-p", show("credd.service", "MainPID")], check=False).stdout.strip()
-    expect(user == "credd", f"credd runs as {user!r}, not as the user credd")
-    dumpable = Path(f"/proc/{show('credd.service', 'MainPID')}/status").read_text()
-    limits = Path(f"/proc/{show('credd.service', 'MainPID')}/limits").read_text()
+    import pwd
+    pid = show("credd.service", "MainPID")
+    status = Path(f"/proc/{pid}/status").read_text()
+    uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+    expect(uid == pwd.getpwnam("credd").pw_uid, f"credd runs as uid {uid}, not as the user credd")
+    limits = Path(f"/proc/{pid}/limits").read_text()
     core = [line for line in limits.splitlines() if line.startswith("Max core file size")]
     expect(core and core[0].split()[4] == "0", f"core dumps are not off: {core}")
     return f"runs as credd; {core[0] if core else ''}"
@@ -337,6 +343,13 @@ def system_properties():
 def user_part() -> None:
     @step("user: a test user with a user manager and its credd config")
     def setup():
+        # PrivateTmp= in a user manager creates its directories as the user, in /tmp and /var/tmp: the
+        # container's fresh root may lack a world-writable /var/tmp (a real system has one).
+        for tmp in ("/tmp", "/var/tmp"):
+            run(["install", "-d", "-m", "1777", tmp])
+        # The mount point a user manager's sandboxed services are set up on: the system manager creates it
+        # with its first sandboxed service (long done on a booted host); a user manager cannot.
+        run(["install", "-d", "-m", "0755", "/run/systemd/unit-root"])
         run(["systemd-sysusers", "--inline", f'u {USER} {UID} "credd test user" {USER_HOME} /bin/sh'])
         USER_CONFIG.parent.mkdir(parents=True, exist_ok=True)
         USER_CONFIG.write_text(config_text(USER_RUNTIME / "credd/token", USER_RUNTIME / "credd/credd.sock", 9703, None))
@@ -361,13 +374,22 @@ def user_part() -> None:
             lambda: journal_is_structured(True)),
         step("user: systemctl --user stop credd.socket removes the socket")(lambda: stop_removes_socket(True, sock)),
     ]
-    for check in checks:
-        if not check():
-            break
+    run_checks(checks, critical=2)
 
 
 def main() -> int:
     parts = os.environ.get("CREDD_CI_PARTS", "system,user").split(",")
+
+    @step("the fake IMDS on 127.0.0.1:1338")
+    def start_fake():
+        global _fake_started
+        systemctl("start", "fake-imds.service")
+        _fake_started = True
+        wait_until("the fake IMDS", fake_state, 20)
+
+    if not start_fake():
+        (RESULTS / "result.json").write_text(json.dumps({"steps": _steps}, indent=2))
+        return 1
     if "system" in parts:
         system_part()
     if "user" in parts:

@@ -2,15 +2,18 @@
 # Boots a real systemd (the host's own /usr) in a throwaway systemd-nspawn container and runs ci-test.service.
 #
 # usage: nspawn-run.sh --units DIR [--user-units DIR] [--results DIR] [--bind-ro PATH[:DEST]]... [--timeout SECS]
+#                      [--unified]
 #
 # DIR holds ci-test.service (Type=oneshot, SuccessAction=exit, FailureAction=exit) and whatever units it needs;
 # it is bound read-only at /etc/systemd/system (and --user-units at /etc/systemd/user). The exit status is the
 # container's, i.e. ci-test.service's. --results DIR is bound read-write at /ci-results for logs.
+# --unified boots the container on the unified cgroup hierarchy with BPF, so IPAddressDeny=/IPAddressAllow=
+# are enforced (on the host's hybrid hierarchy they would be silently ignored).
 # Why this shape (SYSTEMD.md §3): a private mount+pid namespace and a tmpfs /run so nothing outlives a killed run;
 # a cgroup of our own because --keep-unit puts the container's cgroups under the caller's.
 set -euo pipefail
 
-UNITS= USER_UNITS= RESULTS= TIMEOUT=180
+UNITS= USER_UNITS= RESULTS= TIMEOUT=180 UNIFIED=
 BINDS=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -19,6 +22,7 @@ while [ $# -gt 0 ]; do
         --results) RESULTS=$2; shift 2 ;;
         --bind-ro) BINDS+=("--bind-ro=$2"); shift 2 ;;
         --timeout) TIMEOUT=$2; shift 2 ;;
+        --unified) UNIFIED=1; shift ;;
         *) echo "nspawn-run.sh: unknown argument '$1'; see the usage line at the top of this script." >&2; exit 2 ;;
     esac
 done
@@ -41,6 +45,10 @@ if [ "${CREDD_NSPAWN_INNER:-}" = 1 ]; then
           "--bind-ro=$UNITS:/etc/systemd/system")
     [ -n "$USER_UNITS" ] && ARGS+=("--bind-ro=$USER_UNITS:/etc/systemd/user")
     [ -n "$RESULTS" ] && ARGS+=("--bind=$RESULTS:/ci-results")
+    if [ -n "$UNIFIED" ]; then
+        export SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1
+        ARGS+=(--system-call-filter=bpf)
+    fi
     exec systemd-nspawn "${ARGS[@]}" "${BINDS[@]}" --boot -- \
         systemd.firstboot=off systemd.show_status=error systemd.unit=ci-test.service
 fi
@@ -67,7 +75,7 @@ done
 set +e
 CREDD_NSPAWN_INNER=1 timeout --kill-after=10 "$TIMEOUT" \
     unshare --mount --propagation private --pid --fork --kill-child --mount-proc \
-    "$0" --units "$UNITS" ${USER_UNITS:+--user-units "$USER_UNITS"} ${RESULTS:+--results "$RESULTS"} \
+    "$0" --units "$UNITS" ${USER_UNITS:+--user-units "$USER_UNITS"} ${RESULTS:+--results "$RESULTS"} ${UNIFIED:+--unified} \
     $(for b in "${BINDS[@]}"; do printf -- '--bind-ro %s ' "${b#--bind-ro=}"; done) --timeout "$TIMEOUT"
 rc=$?
 set -e

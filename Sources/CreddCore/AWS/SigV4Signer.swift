@@ -98,13 +98,14 @@ public struct SigV4Signer: Sendable {
     }
 
     /// Signs `request` with `credentials` at `date`. Any `X-Amz-Date`, `X-Amz-Security-Token` or
-    /// `Authorization` already in the request is replaced.
+    /// `Authorization` already in the request is replaced (and `x-amz-content-sha256` when the signer adds it).
     public func sign(_ request: SigV4Request, credentials: SigningCredentials, date: Date) -> SignedSigV4Request {
         let amzDate = Self.amzDate(date)
         let day = String(amzDate.prefix(8))
         let payloadHash = Hex.encode(Digest.sha256(request.body))
 
-        let replaced: Set<String> = ["x-amz-date", "x-amz-security-token", "authorization", "x-amz-content-sha256"]
+        var replaced: Set<String> = ["x-amz-date", "x-amz-security-token", "authorization"]
+        if addContentSHA256Header { replaced.insert("x-amz-content-sha256") }
         var headers = request.headers.filter { !replaced.contains($0.name.lowercased()) }
         headers.append(SigV4Header("X-Amz-Date", amzDate))
         if addContentSHA256Header {

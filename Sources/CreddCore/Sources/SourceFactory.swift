@@ -6,12 +6,12 @@ import Logging
 public enum SourceFactory {
     /// The source for `set`; an assume-role set reads its `from` set, which `sets` must already hold.
     public static func make(
-        _ set: SetConfig, config: CreddConfig, environment: RuntimeEnvironment, http: HTTPClient,
+        _ set: SetConfig, config: CreddConfig, environment: RuntimeEnvironment, http: UpstreamHTTP,
         sets: [String: CredentialSet], logger: Logger, now: @escaping @Sendable () -> Date
     ) throws -> any CredentialSource {
         switch set.source {
         case .imds:
-            return IMDSSource(settings: config.imds, httpClient: http, now: now)
+            return IMDSSource(settings: config.imds, httpClient: http.imds, now: now)
         case .login, .assumeRole:
             throw ConfigError(
                 file: config.file ?? "config", key: "credentials.\(set.name).source",

@@ -306,6 +306,8 @@ class FakeSignIn:
         self.rejections: collections.Counter[str] = collections.Counter()
         self.failures_injected: collections.Counter[str] = collections.Counter()
         self.last_request_headers: dict[str, str] = {}
+        # Successful refreshes by client ("botocore", "credd", ...), from the User-Agent header.
+        self.refreshes_by_client: collections.Counter[str] = collections.Counter()
         self._server: Optional[http.server.ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -417,6 +419,7 @@ class FakeSignIn:
                 "proofs_verified": self.proofs_verified,
                 "rejections": dict(self.rejections),
                 "failures_injected": dict(self.failures_injected),
+                "refreshes_by_client": dict(self.refreshes_by_client),
             }
 
     # ----- the login an `aws login` would have done ------------------------------------------
@@ -481,8 +484,7 @@ class FakeSignIn:
         os.makedirs(cache_dir, mode=0o700, exist_ok=True)
         section = "default" if profile == "default" else f"profile {profile}"
         lines = [f"[{section}]", f"login_session = {issued.login_session}", f"region = {region}", *extra_profile_lines]
-        with open(config_file, "a") as f:
-            f.write("\n".join(lines) + "\n")
+        _replace_config_section(config_file, section, lines)
         document = {
             "accessToken": {
                 "accessKeyId": issued.access_key_id,
@@ -620,6 +622,7 @@ class FakeSignIn:
                 return _error(status, "AccessDeniedException", error, message)
             issued = self._issue(token.session, now, None)
             self.refreshes += 1
+            self.refreshes_by_client[_client_kind(headers.get("User-Agent"))] += 1
         answer = {
             "accessToken": {
                 "accessKeyId": issued.access_key_id,
@@ -636,6 +639,15 @@ class FakeSignIn:
         with self._lock:
             self.rejections[reason] += 1
         return _error(status, "ValidationException", "INVALID_REQUEST", message)
+
+
+def _client_kind(user_agent: Optional[str]) -> str:
+    agent = (user_agent or "").lower()
+    if "botocore" in agent or "boto3" in agent or "aws-cli" in agent:
+        return "botocore"
+    if "credd" in agent:
+        return "credd"
+    return "other"
 
 
 def _error(status: int, error_type: str, error: str, message: str):
@@ -661,6 +673,28 @@ def _failure(mode: str):
     if mode == "incomplete":
         return (200, {"Content-Type": "application/json"}, json.dumps({"tokenType": "aws_sigv4"}).encode())
     return None
+
+
+def _replace_config_section(config_file: str, section: str, lines: list[str]) -> None:
+    """Writes `lines` as the `[section]` of the AWS config file, replacing that section if it exists (a
+    second `aws login` for the same profile rewrites its settings)."""
+    kept: list[str] = []
+    try:
+        with open(config_file) as f:
+            skipping = False
+            for line in f.read().splitlines():
+                stripped = line.strip()
+                if stripped.startswith("[") and stripped.endswith("]"):
+                    skipping = stripped[1:-1].strip() == section
+                if not skipping:
+                    kept.append(line)
+    except FileNotFoundError:
+        pass
+    while kept and not kept[-1].strip():
+        kept.pop()
+    text = "\n".join(kept + ([""] if kept else []) + lines) + "\n"
+    with open(config_file, "w") as f:
+        f.write(text)
 
 
 def _fake_id_token(login_session: str) -> str:

@@ -456,10 +456,12 @@ class MotoSTS:
         key = iam.create_access_key(UserName="credd-test-admin")["AccessKey"]
         self._admin = {"id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
         register_secret(self._admin["secret"], "moto IAM user secret key")
+        # moto checks the trust policy: its statements must name AWS principals (it fails on Service-only ones).
+        admin_arn = f"arn:aws:iam::{self.account_id}:user/credd-test-admin"
         trust = json.dumps({"Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"},
-            {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{self.account_id}:root"},
-             "Action": "sts:AssumeRole"}]})
+            {"Effect": "Allow", "Action": "sts:AssumeRole",
+             "Principal": {"AWS": [admin_arn, f"arn:aws:iam::{self.account_id}:root"],
+                           "Service": "ec2.amazonaws.com"}}]})
         role = iam.create_role(RoleName=self.role_name, AssumeRolePolicyDocument=trust)["Role"]
         self.role_arn = role["Arn"]
         iam.put_role_policy(RoleName=self.role_name, PolicyName="admin", PolicyDocument=self.ADMIN_POLICY)
@@ -640,6 +642,7 @@ class Watcher:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> "Watcher":
+        self.started = time.monotonic()
         self._thread.start()
         return self
 

@@ -124,12 +124,16 @@ public struct AssumeRoleParameters: Sendable, Equatable {
     // MARK: - Policy from the config
 
     /// The `policy` setting: inline JSON when it starts with "{", else the path of a file holding the JSON
-    /// (relative paths are relative to `configDirectory`). Returns the JSON text or a message for the config check.
-    public static func loadPolicy(_ value: String, setName: String, configDirectory: URL?) -> Result<String, PolicyLoadError> {
+    /// (relative paths are relative to `configDirectory`). Returns the JSON text or a message for the config
+    /// check; `key` is the setting's name in those messages (`policy`, or `policy_file`).
+    public static func loadPolicy(
+        _ value: String, setName: String, configDirectory: URL?, key: String = "policy"
+    ) -> Result<String, PolicyLoadError> {
+        let place = "credentials.\(setName).\(key)"
         let trimmed = value.trimmingCharacters(in: .whitespacesAndNewlines)
         if trimmed.hasPrefix("{") {
             if let why = policyProblem(trimmed) {
-                return .failure(PolicyLoadError(message: "credentials.\(setName).policy \(why)"))
+                return .failure(PolicyLoadError(message: "\(place) \(why)"))
             }
             return .success(trimmed)
         }
@@ -144,11 +148,11 @@ public struct AssumeRoleParameters: Sendable, Equatable {
             text = try String(contentsOf: url, encoding: .utf8)
         } catch {
             return .failure(PolicyLoadError(message:
-                "credentials.\(setName).policy names the file \(url.path), which cannot be read (\(Self.reason(error))); give inline JSON starting with \"{\" or a readable file."))
+                "\(place) names the file \(url.path), which cannot be read (\(Self.reason(error))); give inline JSON starting with \"{\" or a readable file."))
         }
         let json = text.trimmingCharacters(in: .whitespacesAndNewlines)
         if let why = policyProblem(json) {
-            return .failure(PolicyLoadError(message: "credentials.\(setName).policy file \(url.path) \(why)"))
+            return .failure(PolicyLoadError(message: "\(place): the file \(url.path) \(why)"))
         }
         return .success(json)
     }

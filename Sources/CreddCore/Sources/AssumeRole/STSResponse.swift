@@ -76,14 +76,18 @@ enum STSResponseParser {
     }
 
     /// Reads an `ErrorResponse`; nil when the body is not one (an HTML page from a proxy, say).
+    /// STS sends `ErrorResponse/Error/…`; the EC2-style `…/Errors/Error/…` (moto, some proxies) is read too.
     static func serviceError(status: Int, body: [UInt8]) -> STSServiceError? {
-        guard let fields = try? leafValues(body), let code = fields["ErrorResponse/Error/Code"], !code.isEmpty else {
-            return nil
+        guard let fields = try? leafValues(body) else { return nil }
+        for error in ["ErrorResponse/Error", "ErrorResponse/Errors/Error", "Response/Errors/Error"] {
+            guard let code = fields["\(error)/Code"], !code.isEmpty else { continue }
+            let root = String(error.prefix { $0 != "/" })
+            return STSServiceError(
+                status: status, type: fields["\(error)/Type"], code: code,
+                message: fields["\(error)/Message"] ?? "",
+                requestId: fields["\(root)/RequestId"] ?? fields["\(root)/RequestID"])
         }
-        return STSServiceError(
-            status: status, type: fields["ErrorResponse/Error/Type"], code: code,
-            message: fields["ErrorResponse/Error/Message"] ?? "",
-            requestId: fields["ErrorResponse/RequestId"] ?? fields["ErrorResponse/RequestID"])
+        return nil
     }
 
     /// The account id, the fifth field of an ARN ("arn:aws:sts::123456789012:assumed-role/…").
@@ -97,7 +101,10 @@ enum STSResponseParser {
 
     /// Every element's text keyed by its path from the root ("A/B/C"), namespaces ignored.
     static func leafValues(_ body: [UInt8]) throws -> [String: String] {
-        let parser = XMLParser(data: Data(body))
+        // Leading whitespace before the XML declaration is not well-formed XML, but moto (and some
+        // proxies) send it; botocore tolerates it, so credd does too.
+        let start = body.firstIndex { !($0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D) } ?? body.endIndex
+        let parser = XMLParser(data: Data(body[start...]))
         parser.shouldProcessNamespaces = true
         parser.shouldResolveExternalEntities = false
         let collector = LeafCollector()

@@ -65,6 +65,9 @@ public struct AWSConfigProfiles: Sendable, Equatable {
                 inSection = true
                 lastKeyInSection = nil
                 keysInSection = []
+                if name == "profile" {
+                    throw ParseError(file: file, line: lineNumber, problem: "[profile] needs a profile name")
+                }
                 if name == "default" {
                     currentProfile = "default"
                 } else if name.hasPrefix("profile ") || name.hasPrefix("profile\t") {

@@ -67,6 +67,20 @@ public struct LoginCacheLocation: Sendable, Equatable, CustomStringConvertible {
         return path
     }
 
+    /// The profile a user instance serves by default: `AWS_PROFILE`, else `default` (as the SDKs choose).
+    public static func defaultProfile(environment: [String: String]) -> String {
+        if let profile = environment["AWS_PROFILE"], !profile.isEmpty { return profile }
+        return "default"
+    }
+
+    /// Whether `profile` in the AWS config file names a `login_session` (for the built-in default set of a
+    /// user instance: serve the `aws login` session when there is one). Any read or syntax error is `false`.
+    public static func profileHasLoginSession(
+        profile: String, environment: [String: String], homeDirectory: String
+    ) -> Bool {
+        (try? locate(profile: profile, environment: environment, homeDirectory: homeDirectory)) != nil
+    }
+
     /// Finds the profile's session: reads the AWS config for `login_session` and `region`.
     /// Throws `SourceError` naming the file (and line, for a syntax error) and what to do.
     public static func locate(
@@ -356,15 +370,14 @@ public enum LoginFileIO {
         deinit { release() }
     }
 
-    /// Takes the exclusive lock on `path` (created 0600 if absent), polling without blocking a thread,
-    /// for at most `timeout`. Fails with EWOULDBLOCK when another holder keeps it that long.
-    public static func lock(
-        _ path: String, timeout: Duration, clock: any Clock<Duration> = ContinuousClock()
-    ) async throws -> Result<ExclusiveLock, Failure> {
+    /// Takes the exclusive lock on `path` (created 0600 if absent), polling every 20 ms without blocking a
+    /// thread, for at most `timeout` of real time (the holder is another process, so no test clock applies).
+    /// Fails with EWOULDBLOCK when another holder keeps it that long; throws only on cancellation.
+    public static func lock(_ path: String, timeout: Duration) async throws -> Result<ExclusiveLock, Failure> {
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { return .failure(Failure(errno: errno)) }
-        var waited: Duration = .zero
-        let step: Duration = .milliseconds(20)
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: timeout)
         while true {
             if flock(fd, LOCK_EX | LOCK_NB) == 0 { return .success(ExclusiveLock(fd: fd)) }
             let code = errno
@@ -372,17 +385,16 @@ public enum LoginFileIO {
                 close(fd)
                 return .failure(Failure(errno: code))
             }
-            guard waited < timeout else {
+            guard clock.now < deadline else {
                 close(fd)
                 return .failure(Failure(errno: EWOULDBLOCK))
             }
             do {
-                try await clock.sleep(for: step)
+                try await clock.sleep(for: .milliseconds(20))
             } catch {
                 close(fd)
                 throw error
             }
-            waited += step
         }
     }
 }

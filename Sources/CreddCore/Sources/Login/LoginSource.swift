@@ -50,7 +50,7 @@ public struct LoginSource: CredentialSource {
     ///   - httpClient: the shared outbound client.
     ///   - requestTimeout: deadline of one Sign-In request.
     ///   - now: the wall clock (expiry decisions, `iat`, the written `expiresAt`).
-    ///   - clock: what backoff and lock polling sleep on.
+    ///   - clock: what the retry backoff sleeps on (waiting for another process's lock uses real time).
     public init(
         profile: String = "default", environment: [String: String], homeDirectory: String,
         endpointOverride: String? = nil, httpClient: HTTPClient, requestTimeout: Duration = .seconds(10),
@@ -177,7 +177,7 @@ public struct LoginSource: CredentialSource {
     }
 
     func takeLock(_ location: LoginCacheLocation) async throws -> LoginFileIO.ExclusiveLock {
-        switch try await LoginFileIO.lock(location.lockFile, timeout: lockTimeout, clock: clock) {
+        switch try await LoginFileIO.lock(location.lockFile, timeout: lockTimeout) {
         case .success(let lock):
             return lock
         case .failure(let failure) where failure.errno == EWOULDBLOCK:

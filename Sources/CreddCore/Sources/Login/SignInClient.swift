@@ -57,6 +57,7 @@ public struct SignInClient: Sendable {
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
         request.headers.add(name: "Accept", value: "application/json")
+        request.headers.add(name: "User-Agent", value: "credd (aws login refresh)")
         request.headers.add(name: "DPoP", value: proof)
         request.body = .bytes(ByteBuffer(bytes: body))
 
@@ -144,7 +145,7 @@ public struct SignInClient: Sendable {
         }
     }
 
-    /// The 200 answer's shape (`CreateOAuth2TokenResponseBody`); JSONDecoder refuses a bool or fraction for `expiresIn`.
+    /// The 200 answer's shape (`CreateOAuth2TokenResponseBody`); JSONDecoder refuses a bool or string for `expiresIn`.
     struct TokenAnswer: Decodable {
         struct AccessToken: Decodable {
             let accessKeyId: String?
@@ -152,7 +153,7 @@ public struct SignInClient: Sendable {
             let sessionToken: String?
         }
         let accessToken: AccessToken?
-        let expiresIn: Int?
+        let expiresIn: Double?
         let refreshToken: String?
     }
 
@@ -174,6 +175,8 @@ public struct SignInClient: Sendable {
         let answer: TokenAnswer
         do {
             answer = try JSONDecoder().decode(TokenAnswer.self, from: body)
+        } catch DecodingError.typeMismatch(_, let context) {
+            return invalid("\(context.codingPath.map(\.stringValue).joined(separator: ".")) has the wrong type")
         } catch {
             return invalid("the body is not the expected JSON object")
         }
@@ -186,9 +189,10 @@ public struct SignInClient: Sendable {
             return invalid("accessToken.sessionToken is missing")
         }
         guard let refresh = answer.refreshToken, !refresh.isEmpty else { return invalid("refreshToken is missing") }
-        guard let expiresIn = answer.expiresIn, expiresIn > 0 else {
-            return invalid("expiresIn is missing or not a positive number of seconds")
+        guard let seconds = answer.expiresIn, seconds >= 1, seconds <= 86400, seconds.rounded() == seconds else {
+            return invalid("expiresIn is missing or not a positive whole number of seconds")
         }
+        let expiresIn = Int(seconds)
         return .success(
             SignInGrant(
                 accessKeyId: keyId, secretAccessKey: Secret(secret), sessionToken: Secret(session),
