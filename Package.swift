@@ -87,7 +87,16 @@ let package = Package(
         ),
         .testTarget(
             name: "CreddCoreTests",
-            dependencies: ["CreddCore", "CreddCrypto", "CreddTestSupport"],
+            dependencies: [
+                "CreddCore", "CreddCrypto", "CreddTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CreddSystemdTests",
+            dependencies: ["CreddSystemd", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -178,10 +178,20 @@ public final class Daemon: Service, Sendable {
         return StatusDocument(pid: getpid(), startedAt: startedAt, config: config.file ?? "(built-in defaults)", sets: ordered.map { $0.view.status })
     }
 
-    /// Applies a new config: sets whose configuration is unchanged keep their credentials. Listeners stay.
-    public func reload(_ newConfig: CreddConfig) throws {
+    /// SIGHUP: tells the supervisor RELOADING=1, loads and applies the new config, READY=1 whatever the outcome.
+    /// An invalid config is logged with its error and the old one stays in force.
+    public func reload(_ load: () throws -> CreddConfig) {
         hooks.reloading()
         defer { hooks.ready(statusLine()) }
+        do {
+            try apply(try load())
+        } catch {
+            logger.error("reload refused; the previous configuration stays in force: \(error)")
+        }
+    }
+
+    /// Applies a new config: sets whose configuration is unchanged keep their credentials. Listeners stay.
+    public func apply(_ newConfig: CreddConfig) throws {
         let (old, http, box) = runtime.withLockedValue { ($0, $0.http, $0.stateBox) }
         guard let http, let box else { throw ListenerError(message: "credd is not running yet.") }
         if newConfig.listen != old.config.listen {

@@ -97,8 +97,8 @@ struct Serve: AsyncParsableCommand {
                 close(fd)
             }
             if let interval = notifier.watchdogInterval {
-                let half = interval / 2
-                hooks.watchdog = (TimeAmount.nanoseconds(Int64(timeInterval(half) * 1e9)), { _ = try? notifier.watchdogPing() })
+                let quarter = interval / 4
+                hooks.watchdog = (TimeAmount.nanoseconds(Int64(timeInterval(quarter) * 1e9)), { _ = try? notifier.watchdogPing() })
             }
         }
 
@@ -134,12 +134,7 @@ struct Reloader: Service {
         let signals = await UnixSignalsSequence(trapping: .sighup)
         await withGracefulShutdownHandler {
             for await _ in signals.cancelOnGracefulShutdown() {
-                do {
-                    let config = try CreddConfig.load(explicitPath: explicitConfig, environment: daemon.environment)
-                    try daemon.reload(config)
-                } catch {
-                    logger.error("reload refused; the previous configuration stays in force: \(error)")
-                }
+                daemon.reload { try CreddConfig.load(explicitPath: explicitConfig, environment: daemon.environment) }
             }
         } onGracefulShutdown: {}
     }
@@ -247,8 +242,9 @@ struct ConfigCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Validate the config file; print what it configures. Exit 78 on errors.")
         @OptionGroup var options: CommonOptions
         func run() async throws {
-            let (config, _) = try options.load()
+            let (config, env) = try options.load()
             print("\(config.file ?? "no config file: built-in defaults"): OK")
+            for w in config.warnings(environment: env) { print("  warning: \(w)") }
             if let u = config.listen.unix { print("  unix socket: \(u.path) (mode \(String(u.mode, radix: 8))\(u.group.map { ", group \($0)" } ?? ""))") }
             for t in config.listen.tcp { print("  tcp: \(t)") }
             print("  token file: \(config.listen.tokenFile)")

@@ -360,6 +360,11 @@ extension CreddConfig {
             guard !sets.isEmpty else { throw creds.error("define at least one credential set, e.g. default: {source: imds}.") }
             config.sets = sets
             try validateChains(config.sets, node: creds)
+            for (set, (_, node)) in zip(sets, try creds.namedEntries()) {
+                guard case .assumeRole(let ar) = set.source else { continue }
+                let problems = AssumeRoleSource.validationProblems(setName: set.name, config: ar, environment: env.environment)
+                if let first = problems.first { throw node.error(first) }
+            }
         }
         return config
     }
@@ -482,6 +487,14 @@ extension CreddConfig {
                 seen.append(next.name)
                 current = next
             }
+        }
+    }
+
+    /// Warnings a valid config still deserves (the global STS endpoint's version 1 tokens).
+    public func warnings(environment env: RuntimeEnvironment) -> [String] {
+        sets.flatMap { set -> [String] in
+            guard case .assumeRole(let ar) = set.source else { return [] }
+            return AssumeRoleSource.warnings(setName: set.name, config: ar, environment: env.environment)
         }
     }
 

@@ -114,17 +114,16 @@ public final class CredentialSetView: Sendable {
         inner.withLockedValue { $0.observers.append(observer) }
     }
 
-    func published(_ served: ServedCredentials) {
-        for observer in inner.withLockedValue({ $0.observers }) { observer(served) }
-    }
-
     func update(served: ServedCredentials?, status: SetStatus) {
-        let waiters = inner.withLockedValue { inner -> [@Sendable () -> Void] in
+        let (waiters, observers, changed) = inner.withLockedValue { inner in
+            let changed = served != nil && served?.generation != inner.served?.generation
             inner.served = served
             inner.status = status
             defer { inner.waiters = [] }
-            return inner.waiters
+            return (inner.waiters, inner.observers, changed)
         }
+        // Observers see the new generation already in the view (the fd store reads it back).
+        if changed, let served { for observer in observers { observer(served) } }
         for w in waiters { w() }
     }
 }
@@ -203,8 +202,20 @@ public actor CredentialSet {
         defer { inFlight = nil }
         do {
             let credentials = try await task.value
+            if source.refreshTraits.staticStability && !policy.isServable(expiration: credentials.expiration, now: now()) {
+                // IMDS answered with credentials already (nearly) expired: as the SDKs do, keep the last ones
+                // (or these, if there are none) and extend their served expiry rather than fail.
+                if served == nil { publish(credentials, servedExpiration: credentials.expiration, extended: false) }
+                let error = SourceError(
+                    code: "ExpiredCredentialsReturned",
+                    message: "The \(source.kind) source returned credentials that expire at \(RFC3339.format(credentials.expiration)), which is already past or too close; credd keeps retrying.")
+                failed(error)
+                throw error
+            }
             succeeded(credentials)
             return credentials
+        } catch let error as SourceError where error.code == "ExpiredCredentialsReturned" {
+            throw error
         } catch {
             failed(error)
             throw error
@@ -303,7 +314,6 @@ public actor CredentialSet {
         status.servedExpiration = servedExpiration
         status.accessKeySuffix = credentials.keySuffix
         status.accountId = credentials.accountId
-        view.published(s)
     }
 
     private func succeeded(_ credentials: Credentials) {

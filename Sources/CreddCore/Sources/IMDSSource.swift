@@ -263,7 +263,7 @@ public final class IMDSSource: CredentialSource {
                 $0.token = SessionToken(value: value, expires: t.addingTimeInterval(TimeInterval(settings.tokenTTL)))
             }
             return value
-        case 403, 404, 405 where settings.allowV1:
+        case 403 where settings.allowV1, 404 where settings.allowV1, 405 where settings.allowV1:
             return nil
         case 403:
             throw SourceError(

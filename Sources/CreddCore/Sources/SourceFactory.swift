@@ -12,7 +12,18 @@ public enum SourceFactory {
         switch set.source {
         case .imds:
             return IMDSSource(settings: config.imds, httpClient: http.imds, now: now)
-        case .login, .assumeRole:
+        case .assumeRole(let ar):
+            guard let from = sets[ar.from] else {
+                throw ConfigError(file: config.file ?? "config", key: "credentials.\(set.name).from", message: "\"\(ar.from)\" is not a credential set.")
+            }
+            do {
+                return try AssumeRoleSource.make(
+                    setName: set.name, config: ar, environment: environment.environment, httpClient: http.general,
+                    from: from, logger: logger, now: now)
+            } catch let e as AssumeRoleConfigError {
+                throw ConfigError(file: config.file ?? "config", key: "credentials.\(set.name)", message: e.description)
+            }
+        case .login:
             throw ConfigError(
                 file: config.file ?? "config", key: "credentials.\(set.name).source",
                 message: "the \(set.source.kind) source is not available in this build.")
