@@ -131,7 +131,7 @@ import Testing
     }
 
     @Test func globalEndpointWithTheExplicitFlag() throws {
-        let yaml = "credentials:\n  d: {source: imds}\n  r: {source: assume-role, from: d, role_arn: \"arn:aws:iam::1:role/x\", region: us-east-1, endpoint: \"https://sts.amazonaws.com\", allow_global_endpoint: true}\n"
+        let yaml = "credentials:\n  d: {source: imds}\n  r: {source: assume-role, from: d, role_arn: \"arn:aws:iam::123456789012:role/x\", region: us-east-1, endpoint: \"https://sts.amazonaws.com\", allow_global_endpoint: true}\n"
         let c = try CreddConfig.parse(yaml, file: "g.yaml", environment: env)
         guard case .assumeRole(let ar) = c.set(named: "r")?.source else { Issue.record("no set"); return }
         #expect(ar.endpoint == "https://sts.amazonaws.com")
