@@ -10,7 +10,7 @@ import pytest
 
 from support import SECRETS, redact, register_secret
 from support.fake_imds import FakeIMDS
-from support.harness import Credd, MotoSTS, credd_binary
+from support.harness import Credd, MotoSTS, credd_binary, raise_file_limit
 
 _findings_at_end: list[str] = []
 _leaks_key = pytest.StashKey[set]()
@@ -31,6 +31,7 @@ def pytest_configure(config):
     os.environ["AWS_SHARED_CREDENTIALS_FILE"] = str(aws_dir / "credentials")
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
     os.environ["NO_PROXY"] = "127.0.0.1,localhost,::1"
+    raise_file_limit()
 
 
 def _secret_sink(value: str, label: str) -> None:

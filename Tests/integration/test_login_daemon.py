@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from support import redact
-from support.fake_signin import FakeSignIn
+from support.fake_signin import FakeSignIn, write_cache_file
 from support.harness import CreddStartError, client_env, credentials_answer, error_answer
 
 LOGIN_REFRESH_BEFORE = 11 * 60
@@ -80,6 +80,7 @@ def test_credd_serves_the_login_credentials_and_refreshes_them_when_the_cache_ch
         start_credd, tmp_path, signin):
     signin.expires_in = LOGIN_REFRESH_BEFORE + 6
     credd, fixture = start_login_credd(start_credd, tmp_path, signin, expires_at=time.time() + 900)
+    credd.wait_for(lambda: served(credd), 15, "credd to serve the cache's credentials")
     first = credentials_answer(credd.get("/v1/credentials"))
     assert first["AccessKeyId"] == fixture.issued.access_key_id
     assert first["AccountId"] == "123456789012"
@@ -89,7 +90,6 @@ def test_credd_serves_the_login_credentials_and_refreshes_them_when_the_cache_ch
     # for, so make the file's credentials look older (as the wall clock would) and let the watcher see it.
     doc = fixture.read_cache()
     doc["accessToken"]["expiresAt"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 120))
-    from support.fake_signin import write_cache_file
     write_cache_file(fixture.cache_file, doc)
 
     credd.wait_for(lambda: signin.refreshes >= 1 and served(credd) == signin.issued[-1].access_key_id, 30,

@@ -106,11 +106,13 @@ class CreddStartError(AssertionError):
 _USE_TOKEN_FILE = object()
 
 
-def _restore_signals_and_limits():
-    # Room for fan-in tests: 1000 client connections and as many accepted ones.
+def raise_file_limit() -> None:
+    """Room for fan-in tests (1000 client connections here, as many accepted ones in credd, which inherits
+    the limit). Called once in the test process: no preexec_fn in a process full of threads."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = hard if hard != resource.RLIM_INFINITY else 65536
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(want, 65536)), hard))
+    if soft < min(want, 65536):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, 65536), hard))
 
 
 class Credd:
@@ -172,6 +174,8 @@ class Credd:
         if imds_cfg:
             self.config["imds"] = imds_cfg
         self.config["credentials"] = credentials if credentials is not None else {"default": {"source": "imds"}}
+        # Debug logging: the more credd says, the more the secret scan checks.
+        self.config["log"] = {"level": "debug"}
         for key, value in (extra_config or {}).items():
             self.config[key] = value
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
@@ -183,7 +187,6 @@ class Credd:
             "TMPDIR": str(self.workdir),
             "XDG_RUNTIME_DIR": str(self.workdir),
             "XDG_CONFIG_HOME": str(self.workdir / "xdg-config"),
-            "CREDD_LOG_LEVEL": "debug",
         }
         self.env.update(env or {})
 
@@ -197,7 +200,7 @@ class Credd:
         self.process = subprocess.Popen(
             [str(self.binary), "serve", "--config", str(self.config_path)],
             env=self.env, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=self._stdout, stderr=self._stderr,
-            start_new_session=True, preexec_fn=_restore_signals_and_limits,
+            start_new_session=True,
         )
         if wait:
             self.wait_ready(timeout)
