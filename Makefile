@@ -36,9 +36,25 @@ test-swift:
 test-integration:
 	.venv/bin/python -m pytest -c Tests/integration/pytest.ini Tests/integration $(PYTEST_ARGS)
 
+SYSUSERS_DIR ?= /usr/lib/sysusers.d
+DOCDIR ?= $(PREFIX)/share/doc/credd
+UNIT_SED := sed 's|@BINDIR@|$(BINDIR)|g'
+
+# Installs the binary, the system and user units, the sysusers entry and the docs (PREFIX, DESTDIR honoured).
 install: release
 	install -D -m 0755 .build/release/credd $(DESTDIR)$(BINDIR)/credd
-	@echo "Clients: AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:9702/v1/credentials AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=/run/credd/token"
+	for u in credd.socket credd-tcp.socket credd.service; do \
+	  install -d $(DESTDIR)$(SYSTEMD_SYSTEM_DIR) && $(UNIT_SED) systemd/$$u > $(DESTDIR)$(SYSTEMD_SYSTEM_DIR)/$$u && chmod 0644 $(DESTDIR)$(SYSTEMD_SYSTEM_DIR)/$$u; \
+	  install -d $(DESTDIR)$(SYSTEMD_USER_DIR) && $(UNIT_SED) systemd/user/$$u > $(DESTDIR)$(SYSTEMD_USER_DIR)/$$u && chmod 0644 $(DESTDIR)$(SYSTEMD_USER_DIR)/$$u; \
+	done
+	install -D -m 0644 systemd/credd.sysusers $(DESTDIR)$(SYSUSERS_DIR)/credd.conf
+	install -D -m 0644 systemd/drop-ins/credd-egress.conf $(DESTDIR)$(DOCDIR)/credd-egress.conf
+	install -D -m 0644 config/credd.yaml $(DESTDIR)$(DOCDIR)/credd.yaml.example
+	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemd-sysusers && systemctl daemon-reload; fi
+	@echo "Installed. Start: systemctl enable --now credd.socket   (users: systemctl --user enable --now credd.socket)"
+	@echo "Clients (system): AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:9702/v1/credentials AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=/run/credd/token"
+	@echo "Clients (user):   AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:9703/v1/credentials AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=\$$XDG_RUNTIME_DIR/credd/token"
 
 clean:
 	rm -rf .build .tmp

@@ -13,6 +13,7 @@ public struct ListenerContext: Sendable {
     public var audit: AuditLog
     public var statusProvider: @Sendable () -> StatusDocument
     public var metricsProvider: (@Sendable () -> String)?
+    public var metrics: CreddMetrics? = nil  // metrics: request counters (Metrics.swift)
     public var connections: ConnectionCounter
     public var logger: Logger
 
@@ -55,6 +56,7 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
     private var waiting = false
     private var queued: [HTTPServerRequestPart] = []
     private var discardingBody = false
+    private var metricsRoute = MetricsRoute.other  // metrics: the route label of the answer being written
 
     init(listener: ListenerContext, activity: ConnectionActivity) {
         self.listener = listener
@@ -131,6 +133,7 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
 
     private func write(_ buffer: ByteBuffer, context: ChannelHandlerContext, close: Bool) {
         context.write(wrapOutboundOut(buffer), promise: nil)
+        listener.metrics?.answered(metricsRoute, response: buffer)  // metrics
         needsFlush = true
         if close { closeAfterFlush = true }
     }
@@ -141,6 +144,7 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
 
     private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
         let keepAlive = head.isKeepAlive
+        metricsRoute = .other  // metrics
         // Request hygiene first: size, body, duplicate or hostile headers.
         var headerBytes = head.uri.utf8.count + 16
         var hosts = 0
@@ -184,6 +188,7 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
         case .success(let r): route = r
         case .failure(let e): return fail(e, keepAlive: keepAlive, context: context)
         }
+        metricsRoute = MetricsRoute(route)  // metrics
         let state = listener.state.current
         switch route {
         case .credentials(let name):
@@ -221,6 +226,7 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
     }
 
     private func audit(set: String, status: UInt, key: String?, state: ServingState) {
+        listener.metrics?.credentialRequest(set: set, status: status)  // metrics
         if state.auditEnabled { listener.audit.record(peer: peer, unit: unit, set: set, status: status, keySuffix: key) }
     }
 

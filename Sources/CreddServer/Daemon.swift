@@ -34,6 +34,8 @@ public final class Daemon: Service, Sendable {
     private let initialConfig: CreddConfig
     private let policy: RefreshPolicy
     private let now: @Sendable () -> Date
+    /// What GET /metrics exports; the request path and the sets' refreshers feed it.
+    public let metrics = CreddMetrics()
 
     private struct Runtime {
         var config: CreddConfig
@@ -89,8 +91,16 @@ public final class Daemon: Service, Sendable {
         let statusProvider: @Sendable () -> StatusDocument = { [weak self] in
             self?.statusDocument() ?? StatusDocument(pid: getpid(), startedAt: Date(), config: "", sets: [])
         }
+        let metrics = self.metrics
+        let metricsProvider: @Sendable () -> String = { [weak self] in  // metrics: gauges are set at scrape time
+            metrics.exposition(sets: self?.statusDocument().sets ?? [], openConnections: counter.openCount, now: self?.now() ?? Date())
+        }
         let makeContext: @Sendable (ListenerContext.Transport) -> ListenerContext = { transport in
-            ListenerContext(transport: transport, state: box, audit: audit, statusProvider: statusProvider, connections: counter, logger: logger)
+            var context = ListenerContext(
+                transport: transport, state: box, audit: audit, statusProvider: statusProvider, metricsProvider: metricsProvider,
+                connections: counter, logger: logger)
+            context.metrics = metrics
+            return context
         }
         runtime.withLockedValue {
             $0.sets = sets
@@ -255,12 +265,14 @@ public final class Daemon: Service, Sendable {
                 if case .assumeRole(let ar) = set.source, sets[ar.from] == nil { continue }
                 let source = try SourceFactory.make(set, config: config, environment: environment, http: http, sets: sets, logger: logger, now: now)
                 let credentialSet = CredentialSet(
-                    name: set.name, source: source, chain: config.chain(of: set.name), policy: policy, logger: logger, now: now)
+                    name: set.name, source: source, chain: config.chain(of: set.name), policy: policy, logger: logger, now: now,
+                    observer: metrics)
                 sets[set.name] = credentialSet
                 remaining.removeAll { $0.name == set.name }
             }
             if remaining.count == before { throw ConfigError(file: config.file ?? "config", key: "credentials", message: "the sets' from: links cannot be resolved.") }
         }
+        metrics.register(sets: config.sets.map { ($0.name, $0.source.kind) })
         var served: [String: ServedSet] = [:]
         for (name, set) in sets {
             let s = ServedSet(name: name, view: set.view)

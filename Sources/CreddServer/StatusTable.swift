@@ -10,8 +10,8 @@ public enum StatusTable {
                 s.name, s.source, s.state.rawValue,
                 s.servedExpiration.map { formatRemaining($0.timeIntervalSince(now)) } ?? "-",
                 s.accessKeySuffix.map { "…\($0)" } ?? "-",
-                s.lastRefresh.map { formatRemaining(now.timeIntervalSince($0)) + " ago" } ?? "-",
-                s.nextRefresh.map { formatRemaining($0.timeIntervalSince(now)) } ?? "-",
+                s.lastRefresh.map { formatAge(now.timeIntervalSince($0)) + " ago" } ?? "-",
+                s.nextRefresh.map { $0 > now ? "in " + formatAge($0.timeIntervalSince(now)) : "now" } ?? "-",
             ])
         }
         let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max() ?? 0 }
@@ -25,4 +25,9 @@ public enum StatusTable {
         }
         return out.map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: "\n")
     }
+}
+
+/// A duration without the "expired" remark, for ages and countdowns to events.
+func formatAge(_ seconds: TimeInterval) -> String {
+    seconds < 1 ? "0s" : formatRemaining(seconds)
 }

@@ -36,7 +36,7 @@ enum LoginTestKeys {
         """
 }
 
-func base64URLDecode(_ text: Substring) -> Data? {
+func loginBase64URLDecode(_ text: Substring) -> Data? {
     var s = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
     while s.count % 4 != 0 { s += "=" }
     return Data(base64Encoded: s)
@@ -56,7 +56,7 @@ struct LoginDPoPProofTests {
         for part in parts {
             #expect(!part.contains("=") && !part.contains("+") && !part.contains("/"), "base64url without padding")
         }
-        let headerBytes = try #require(base64URLDecode(parts[0]))
+        let headerBytes = try #require(loginBase64URLDecode(parts[0]))
         let header = try #require(try JSONSerialization.jsonObject(with: headerBytes) as? [String: Any])
         #expect(Set(header.keys) == ["typ", "alg", "jwk"])
         #expect(header["typ"] as? String == "dpop+jwt")
@@ -65,7 +65,7 @@ struct LoginDPoPProofTests {
         #expect(jwk == ["kty": "EC", "crv": "P-256", "x": LoginTestKeys.p256X, "y": LoginTestKeys.p256Y])
         #expect(!String(decoding: headerBytes, as: UTF8.self).contains(" "), "compact JSON")
 
-        let payloadBytes = try #require(base64URLDecode(parts[1]))
+        let payloadBytes = try #require(loginBase64URLDecode(parts[1]))
         let payloadText = String(decoding: payloadBytes, as: UTF8.self)
         let payload = try #require(try JSONSerialization.jsonObject(with: payloadBytes) as? [String: Any])
         #expect(Set(payload.keys) == ["htm", "htu", "iat", "jti"])
@@ -76,7 +76,7 @@ struct LoginDPoPProofTests {
         let jti = try #require(payload["jti"] as? String)
         #expect(jti.wholeMatch(of: /[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}/) != nil)
 
-        let signature = try #require(base64URLDecode(parts[2]))
+        let signature = try #require(loginBase64URLDecode(parts[2]))
         #expect(signature.count == 64, "raw r||s, not DER")
     }
 
@@ -87,7 +87,7 @@ struct LoginDPoPProofTests {
         let b = try DPoPProof.make(key: key, url: Self.url, now: Self.now)
         #expect(a.split(separator: ".")[1] != b.split(separator: ".")[1])
         let fixed = try DPoPProof.make(key: key, url: Self.url, now: Self.now, jti: "0f0e0d0c-0b0a-4908-8706-050403020100")
-        let payload = try JSONSerialization.jsonObject(with: #require(base64URLDecode(fixed.split(separator: ".")[1])))
+        let payload = try JSONSerialization.jsonObject(with: #require(loginBase64URLDecode(fixed.split(separator: ".")[1])))
         #expect((payload as? [String: Any])?["jti"] as? String == "0f0e0d0c-0b0a-4908-8706-050403020100")
     }
 
@@ -96,7 +96,7 @@ struct LoginDPoPProofTests {
         let key = try P256SigningKey.generate()
         let url = "http://127.0.0.1:9/v1/token?a=\"b\"&c=\\d\u{7f}é"
         let proof = try DPoPProof.make(key: key, url: url, now: Self.now)
-        let payload = try JSONSerialization.jsonObject(with: #require(base64URLDecode(proof.split(separator: ".")[1])))
+        let payload = try JSONSerialization.jsonObject(with: #require(loginBase64URLDecode(proof.split(separator: ".")[1])))
         #expect((payload as? [String: Any])?["htu"] as? String == url)
     }
 
@@ -121,7 +121,7 @@ struct LoginDPoPProofTests {
         #expect((stale["reason"] as? String)?.contains("iat") == true)
         // Tamper with one signature bit: the verifier must refuse it (so it is really checking).
         var parts = proof.split(separator: ".").map(String.init)
-        var sig = try #require(base64URLDecode(Substring(parts[2])))
+        var sig = try #require(loginBase64URLDecode(Substring(parts[2])))
         sig[10] ^= 0x01
         parts[2] = Base64URL.encode(sig)
         let tampered = try fake.command(["cmd": "verify_proof", "proof": parts.joined(separator: "."), "htu": Self.url])

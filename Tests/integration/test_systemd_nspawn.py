@@ -63,6 +63,7 @@ EXPECTED_STEPS = [
     "system: start credd.socket: sockets and token in place, credd.service inactive",
     "system: a boto3 request to 127.0.0.1:9702 activates credd and gets the fake's credentials",
     "system: watchdog and hardening as configured",
+    "system: over the Unix socket a uid in access.allow_uids gets credentials, another uid gets 403",
     "system: systemctl restart credd.service serves from the fd store, no upstream call",
     "system: an invalid config plus systemctl reload keeps credd serving",
     "system: journalctl -u credd shows structured lines and no secret",

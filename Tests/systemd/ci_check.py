@@ -193,9 +193,10 @@ def unit_matches(user: bool) -> list[str]:
     return [f"_SYSTEMD_USER_UNIT=credd.service", f"_UID={UID}"] if user else ["-u", "credd.service"]
 
 
-def config_text(token_file: Path, unix_path: Path, port: int, group: str | None) -> str:
+def config_text(token_file: Path, unix_path: Path, port: int, group: str | None, allow_uids: list[int] | None = None) -> str:
     unix = f'{{path: {unix_path}, mode: "{"0660" if group else "0600"}"' + (f", group: {group}}}" if group else "}")
-    return (f"listen:\n  unix: {unix}\n  tcp: [\"127.0.0.1:{port}\"]\n  token_file: {token_file}\n"
+    access = f"access: {{allow_uids: {allow_uids}}}\n" if allow_uids else ""
+    return (f"listen:\n  unix: {unix}\n  tcp: [\"127.0.0.1:{port}\"]\n  token_file: {token_file}\n" + access +
             f"imds:\n  endpoint: \"http://127.0.0.1:{IMDS_PORT}\"\n"
             f"credentials:\n  default: {{source: imds}}\n")
 
@@ -293,7 +294,7 @@ def system_part() -> None:
     def setup():
         run(["systemd-sysusers", str(PROJECT / "systemd" / "credd.sysusers")])
         SYSTEM_CONFIG.parent.mkdir(parents=True, exist_ok=True)
-        SYSTEM_CONFIG.write_text(config_text(SYSTEM_TOKEN, SYSTEM_SOCKET, 9702, "credd"))
+        SYSTEM_CONFIG.write_text(config_text(SYSTEM_TOKEN, SYSTEM_SOCKET, 9702, "credd", allow_uids=[0, ALLOWED_UID]))
         return f"group credd = {grp.getgrnam('credd').gr_gid}"
 
     if not setup():
@@ -305,6 +306,8 @@ def system_part() -> None:
         step("system: a boto3 request to 127.0.0.1:9702 activates credd and gets the fake's credentials")(
             lambda: first_request_activates(False, 9702, SYSTEM_TOKEN, SYSTEM_SOCKET)),
         step("system: watchdog and hardening as configured")(lambda: system_properties()),
+        step("system: over the Unix socket a uid in access.allow_uids gets credentials, another uid gets 403")(
+            lambda: unix_callers_by_uid(SYSTEM_SOCKET, gid)),
         step("system: systemctl restart credd.service serves from the fd store, no upstream call")(
             lambda: restart_serves_from_fd_store(False, 9702, SYSTEM_TOKEN)),
         step("system: an invalid config plus systemctl reload keeps credd serving")(
@@ -322,6 +325,27 @@ def run_checks(checks, critical: int) -> None:
     for index, check in enumerate(checks):
         if not check() and index < critical:
             break
+
+
+ALLOWED_UID = 4242
+OTHER_UID = 4343
+
+
+def unix_status_as(uid: int, gid: int, socket_path: Path) -> str:
+    """GET /v1/credentials over the Unix socket as another uid (in the socket's group)."""
+    out = run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "curl", "-s", "-o", "/dev/null",
+               "-w", "%{http_code}", "--unix-socket", str(socket_path), "http://localhost/v1/credentials"], check=False)
+    return out.stdout.strip()
+
+
+def unix_callers_by_uid(socket_path: Path, gid: int):
+    # The kernel's SO_PEERCRED uid must reach credd unchanged: with PrivateUsers= every other uid would be
+    # mapped to nobody and allow_uids could never match.
+    allowed = unix_status_as(ALLOWED_UID, gid, socket_path)
+    other = unix_status_as(OTHER_UID, gid, socket_path)
+    expect(allowed == "200", f"uid {ALLOWED_UID} (in allow_uids) got {allowed}")
+    expect(other == "403", f"uid {OTHER_UID} (not allowed) got {other}")
+    return f"uid {ALLOWED_UID}: {allowed}, uid {OTHER_UID}: {other}"
 
 
 def system_properties():

@@ -128,6 +128,16 @@ public final class CredentialSetView: Sendable {
     }
 }
 
+/// Receives a set's refresh outcomes and upstream latency (credd's /metrics). Called from the set's actor
+/// and its fetch task: implementations must be cheap and never block.
+public protocol CredentialSetObserver: Sendable {
+    /// One upstream fetch finished, successfully or not, after `latency`.
+    func fetchFinished(set: String, source: String, latency: Duration)
+    func refreshSucceeded(set: String, source: String)
+    /// `reason` is the `SourceError.code`.
+    func refreshFailed(set: String, source: String, reason: String)
+}
+
 /// Owns one set's credentials and refreshes them: one fetch at a time, however many requests arrive.
 public actor CredentialSet {
     public nonisolated let name: String
@@ -144,11 +154,13 @@ public actor CredentialSet {
     private var generation: UInt64 = 0
     private var inFlight: Task<Credentials, any Error>?
     private var loggedNeedsActionCode: String?
+    private nonisolated let observer: (any CredentialSetObserver)?
 
     public init(
         name: String, source: any CredentialSource, chain: [String] = [], policy: RefreshPolicy = .standard,
         logger: Logger, now: @escaping @Sendable () -> Date = { Date() },
-        random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) }
+        random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
+        observer: (any CredentialSetObserver)? = nil
     ) {
         self.name = name
         self.source = source
@@ -156,6 +168,7 @@ public actor CredentialSet {
         self.policy = policy
         self.now = now
         self.random = random
+        self.observer = observer
         var logger = logger
         logger[metadataKey: "credd.set"] = "\(name)"
         logger[metadataKey: "credd.source"] = "\(source.kind)"
@@ -196,7 +209,12 @@ public actor CredentialSet {
         if let inFlight { return try await inFlight.value }
         let source = self.source
         let logger = self.logger
-        let task = Task { try await source.fetch(logger: logger) }
+        let (observer, setName) = (self.observer, name)
+        let task = Task {
+            let started = ContinuousClock.now
+            defer { observer?.fetchFinished(set: setName, source: source.kind, latency: ContinuousClock.now - started) }
+            return try await source.fetch(logger: logger)
+        }
         inFlight = task
         if status.state != .starting { status.state = served == nil ? status.state : .refreshing }
         defer { inFlight = nil }
@@ -335,6 +353,7 @@ public actor CredentialSet {
         status.lastErrorCode = nil
         status.consecutiveFailures = 0
         loggedNeedsActionCode = nil
+        observer?.refreshSucceeded(set: name, source: source.kind)
         view.update(served: served, status: status)
     }
 
@@ -345,6 +364,7 @@ public actor CredentialSet {
         status.consecutiveFailures += 1
         status.lastError = sourceError.message
         status.lastErrorCode = sourceError.code
+        observer?.refreshFailed(set: name, source: source.kind, reason: sourceError.code)
         status.state = sourceError.disposition == .needsAction ? .actionRequired : .failing
         // Log a needs-action error once, transient ones at every failure (they are spaced by the backoff).
         if sourceError.disposition == .needsAction {

@@ -1,0 +1,157 @@
+"""Raw connections to credd for the fault and bad-input suites: send exact bytes over TCP or the Unix socket,
+read what comes back, and parse the answers with http.client (never by hand).
+
+Every answer body read here is written to a file the secret scan watches (`record_bodies`), so an error body
+that carried a secret would fail the run.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import socket
+import time
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+from . import watch_for_secrets
+
+_BODIES: Optional[Path] = None
+
+
+def record_bodies(path: Path) -> Path:
+    """Every answer parsed by this module is appended to `path`, which the secret scan watches."""
+    global _BODIES
+    _BODIES = watch_for_secrets(path, "answers credd gave to raw requests")
+    return _BODIES
+
+
+def _record(data: bytes) -> None:
+    if _BODIES is not None and data:
+        with open(_BODIES, "ab") as f:
+            f.write(data + b"\n")
+
+
+class Target(NamedTuple):
+    """Where to connect: ("tcp", (host, port)) or ("unix", path); `host` is what a well-behaved client
+    sends as Host, `token` the Authorization it needs (None on the Unix socket)."""
+
+    kind: str
+    address: object
+    host: str
+    token: Optional[str]
+
+    def connect(self, timeout: float = 5.0) -> socket.socket:
+        if self.kind == "tcp":
+            s = socket.create_connection(self.address, timeout=timeout)
+        else:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(timeout)
+            s.connect(str(self.address))
+        return s
+
+    def auth_line(self) -> bytes:
+        return b"" if self.token is None else b"Authorization: " + self.token.encode() + b"\r\n"
+
+    def request(self, target: str = "/v1/credentials", method: str = "GET", extra: bytes = b"",
+                host: Optional[str] = None, version: str = "HTTP/1.1") -> bytes:
+        """A well-formed request head (plus `extra` header lines) as bytes."""
+        h = self.host if host is None else host
+        return (f"{method} {target} {version}\r\nHost: {h}\r\n".encode() + self.auth_line() + extra + b"\r\n")
+
+
+def targets_of(credd) -> list[Target]:
+    """Both listeners of a harness `Credd`: TCP with its token, the Unix socket without."""
+    return [Target("tcp", (credd.tcp_host, credd.tcp_port), f"127.0.0.1:{credd.tcp_port}", credd.token()),
+            Target("unix", credd.unix_path, "localhost", None)]
+
+
+def exchange(target: Target, data: bytes, *, wait: float = 2.0, chunks: Optional[list] = None,
+             pause: float = 0.0) -> tuple[bytes, bool]:
+    """Send `data` (or `chunks` with `pause` between them), then read until credd closes or `wait` s pass
+    without a byte. Returns (everything read, whether credd closed the connection)."""
+    s = target.connect(timeout=max(wait, 1.0))
+    out = bytearray()
+    closed = False
+    try:
+        try:
+            for piece in (chunks if chunks is not None else [data]):
+                s.sendall(piece)
+                if pause:
+                    time.sleep(pause)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # credd may close before the whole input is sent; what it answered is still readable
+        s.settimeout(wait)
+        while True:
+            try:
+                b = s.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                closed = True
+                break
+            if not b:
+                closed = True
+                break
+            out += b
+    finally:
+        s.close()
+    _record(bytes(out))
+    return bytes(out), closed
+
+
+class Answer(NamedTuple):
+    status: int
+    headers: dict
+    body: bytes
+
+    def __repr__(self) -> str:  # a credentials body never reaches an assertion message
+        return f"Answer({self.status}, {len(self.body)} bytes, code={self.code!r})"
+
+    @property
+    def code(self) -> Optional[str]:
+        import json
+
+        try:
+            doc = json.loads(self.body)
+        except ValueError:
+            return None
+        return doc.get("code") if isinstance(doc, dict) else None
+
+
+class _Unclosable(io.BytesIO):
+    """HTTPResponse closes its file after each body; pipelined answers share this one."""
+
+    def close(self) -> None:
+        pass
+
+
+class _Bytes:
+    """Just enough of a socket for http.client.HTTPResponse to read from bytes."""
+
+    def __init__(self, data: bytes):
+        self._file = _Unclosable(data)
+
+    def makefile(self, *args, **kwargs):
+        return self._file
+
+
+def parse_answers(data: bytes, method: str = "GET") -> list[Answer]:
+    """Every complete HTTP/1.1 answer in `data`, in order (pipelined answers share one buffer)."""
+    answers = []
+    source = _Bytes(data)
+    while source._file.tell() < len(data):
+        r = http.client.HTTPResponse(source, method=method)
+        try:
+            r.begin()
+        except (http.client.HTTPException, ValueError):
+            break
+        body = r.read()
+        answers.append(Answer(r.status, {k.lower(): v for k, v in r.getheaders()}, body))
+    return answers
+
+
+def one_answer(target: Target, data: bytes, **kw) -> tuple[Optional[Answer], bool]:
+    raw, closed = exchange(target, data, **kw)
+    answers = parse_answers(raw)
+    return (answers[0] if answers else None), closed

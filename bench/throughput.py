@@ -1,0 +1,84 @@
+"""Benchmark 1: throughput and latency of GET /v1/credentials, credd beside nginx in the same run.
+
+The servers run on core 0 (taskset), the load tool on core 1: wrk (one thread) over loopback TCP with the
+token, `h2load --h1 -B unix:PATH` (one thread) over the Unix socket. nginx has one worker, access_log off,
+and answers the very bytes credd serves with `return 200`. Each point is measured `repeat` times, credd and
+nginx alternating, and the median is reported. credd is measured with its audit line on (the default) and,
+in a second daemon, with it off.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common import Credd, Nginx, h2load, median, start_fake_imds, workdir, wrk
+
+
+def _measure(target: dict, transport: str, connections: int, duration: float, work: Path) -> dict:
+    if transport == "tcp":
+        return wrk(target["url"], connections, duration, target.get("token_file"))
+    return h2load(target["unix"], connections, duration, work=work)
+
+
+def _truncate(path: Path) -> None:
+    # credd's stderr is opened O_APPEND: truncating keeps the disk small and the next lines land at the start.
+    with open(path, "r+b") as f:
+        f.truncate(0)
+
+
+def run(binary: Path, *, smoke: bool = False, repeat: int = 3, duration: float = 10.0) -> dict:
+    if smoke:
+        repeat, duration = 1, 1.0
+    levels = [1, 16, 256]
+    work = workdir("throughput")
+    fake = start_fake_imds()
+    credd = Credd(binary, work / "audit-on", imds_url=fake.url, audit=True)
+    quiet = Credd(binary, work / "audit-off", imds_url=fake.url, audit=False, name="quiet")
+    nginx = None
+    points = []
+    try:
+        credd.start()
+        body = credd.wait_serving()
+        quiet.start()
+        quiet.wait_serving()
+        nginx = Nginx(work / "nginx", body).start()
+        targets = {
+            "credd": {"url": f"http://127.0.0.1:{credd.tcp_port}/v1/credentials", "token_file": credd.token_file,
+                      "unix": credd.unix_path},
+            "credd-audit-off": {"url": f"http://127.0.0.1:{quiet.tcp_port}/v1/credentials",
+                                "token_file": quiet.token_file, "unix": quiet.unix_path},
+            "nginx": {"url": f"http://127.0.0.1:{nginx.tcp_port}/v1/credentials", "unix": nginx.unix_path},
+        }
+
+        # The audit line is the point of audit-on: prove one line per answered request in a short run.
+        _truncate(credd.log_path)
+        check = wrk(targets["credd"]["url"], 16, 1.0, credd.token_file)
+        lines = sum(1 for line in open(credd.log_path, errors="replace") if "credential request" in line)
+        audit_check = {"requests": check["requests"], "audit_lines": lines}
+
+        for transport in ("tcp", "unix"):
+            for connections in levels:
+                runs: dict[str, list[dict]] = {name: [] for name in targets}
+                for i in range(repeat):
+                    order = list(targets) if i % 2 == 0 else list(reversed(targets))
+                    for name in order:
+                        runs[name].append(_measure(targets[name], transport, connections, duration, work))
+                        _truncate(credd.log_path)
+                point = {"transport": transport, "connections": connections}
+                for name, results in runs.items():
+                    point[name] = {
+                        "rps": median([r["rps"] for r in results]),
+                        "p50_ms": median([r["p50_ms"] for r in results if r["p50_ms"] is not None]),
+                        "p99_ms": median([r["p99_ms"] for r in results if r["p99_ms"] is not None]),
+                        "errors": sum(r["errors"] for r in results),
+                        "requests": sum(r["requests"] for r in results),
+                        "runs": [round(r["rps"]) for r in results],
+                    }
+                points.append(point)
+        return {"points": points, "repeat": repeat, "duration_s": duration, "audit_check": audit_check}
+    finally:
+        if nginx:
+            nginx.stop()
+        credd.stop()
+        quiet.stop()
+        fake.stop()
