@@ -2,6 +2,8 @@
 import CreddCore
 import CreddCrypto
 import Foundation
+import Logging
+import NIOConcurrencyHelpers
 
 /// The caller of one connection, as the kernel or the transport identifies it.
 public enum Peer: Sendable, Equatable {
@@ -20,9 +22,84 @@ public enum Peer: Sendable, Equatable {
 
 /// Why a request was refused; maps to an HTTP status in one place (`HTTPError`).
 public struct AccessDenied: Error, Sendable, Equatable {
-    public enum Reason: Sendable, Equatable { case missingToken, wrongToken, callerNotAllowed, badHost, origin }
+    public enum Reason: Sendable, Equatable { case missingToken, wrongToken, tooManyWrongTokens, callerNotAllowed, badHost, origin }
     public var reason: Reason
     public var message: String
+    /// Seconds until a peer refused for guessing may try again (`tooManyWrongTokens` only).
+    public var retryAfter: Int?
+    /// The first refusal of a guessing lockout (logged once, not once per guess).
+    public var lockoutStarted = false
+}
+
+/// Slows down token guessing over TCP: a token bucket of wrong tokens per peer address, consulted only
+/// after a comparison failed, so a correct token is never delayed or refused (loopback peers cannot be told
+/// apart by address, and refusing correct tokens would let any local user lock every client out). With
+/// the connection closed after each wrong token (`HTTPError`), every guess costs a new connection, and
+/// beyond the budget a peer only gets 429 answers and one log line per lockout instead of a 403 per guess.
+public final class TokenGuessLimiter: Sendable {
+    public struct Verdict: Sendable, Equatable {
+        /// False once the peer's budget is spent: answer 429.
+        public var allowed: Bool
+        /// Whole seconds until the next wrong token would be allowed again.
+        public var retryAfter: Int
+        /// True for the first refusal of a lockout (log it once).
+        public var lockoutStarted: Bool
+    }
+
+    private struct Bucket {
+        var tokens: Double
+        var updated: Double
+        var lockedOut: Bool
+    }
+
+    public let burst: Double
+    public let refillPerSecond: Double
+    private let now: @Sendable () -> Double
+    private let buckets = NIOLockedValueBox<[String: Bucket]>([:])
+    /// Peers tracked at most; full buckets are forgotten first (a flood of addresses cannot grow memory).
+    static let maximumPeers = 4096
+
+    /// - Parameters:
+    ///   - burst: wrong tokens a peer may send before it is limited.
+    ///   - refillPerSecond: wrong tokens a peer regains per second.
+    ///   - now: monotonic seconds (tests inject a manual clock).
+    public init(burst: Int = 20, refillPerSecond: Double = 2, now: @escaping @Sendable () -> Double = { ProcessInfo.processInfo.systemUptime }) {
+        self.burst = Double(max(1, burst))
+        self.refillPerSecond = max(0.001, refillPerSecond)
+        self.now = now
+    }
+
+    /// Records one wrong token from `peer` (an address, without the port) and says whether to answer it.
+    public func recordWrongToken(peer: String) -> Verdict {
+        let t = now()
+        return buckets.withLockedValue { buckets in
+            var b = buckets[peer] ?? Bucket(tokens: burst, updated: t, lockedOut: false)
+            b.tokens = min(burst, b.tokens + max(0, t - b.updated) * refillPerSecond)
+            b.updated = t
+            let verdict: Verdict
+            if b.tokens >= 1 {
+                b.tokens -= 1
+                b.lockedOut = false
+                verdict = Verdict(allowed: true, retryAfter: 0, lockoutStarted: false)
+            } else {
+                let wait = Int(((1 - b.tokens) / refillPerSecond).rounded(.up))
+                verdict = Verdict(allowed: false, retryAfter: max(1, wait), lockoutStarted: !b.lockedOut)
+                b.lockedOut = true
+            }
+            if buckets[peer] == nil && buckets.count >= Self.maximumPeers {
+                buckets = buckets.filter { $0.value.tokens + (t - $0.value.updated) * refillPerSecond < burst }
+                if buckets.count >= Self.maximumPeers { buckets.removeAll() }
+            }
+            buckets[peer] = b
+            return verdict
+        }
+    }
+
+    /// The address part of a `Peer.tcp` remote ("127.0.0.1:5000" → "127.0.0.1", "::1:5000" → "::1").
+    public static func address(ofRemote remote: String) -> String {
+        guard let colon = remote.lastIndex(of: ":") else { return remote }
+        return String(remote[..<colon])
+    }
 }
 
 /// The tokens and uid/gid lists in force; replaced as a whole on reload.
@@ -39,8 +116,14 @@ public struct AccessPolicy: Sendable {
     let allowUids: Set<UInt32>
     let allowGids: Set<UInt32>
     let rules: [String: SetRule]
+    /// Shared by every copy of this policy (the serving state is a value); a reload starts a new one.
+    let guesses: TokenGuessLimiter
 
-    public init(token: [UInt8], tokenFile: String, access: AccessConfig, sets: [SetConfig], setTokens: [String: [UInt8]]) {
+    public init(
+        token: [UInt8], tokenFile: String, access: AccessConfig, sets: [SetConfig], setTokens: [String: [UInt8]],
+        guesses: TokenGuessLimiter = TokenGuessLimiter()
+    ) {
+        self.guesses = guesses
         self.token = token
         self.tokenFile = tokenFile
         self.allowUids = Set(access.allowUids)
@@ -69,7 +152,7 @@ public struct AccessPolicy: Sendable {
             return AccessDenied(
                 reason: .callerNotAllowed,
                 message: "uid \(uid) may not read \(what) on this socket; add the uid or one of its groups to \(set.map { "credentials.\($0).access" } ?? "access").allow_uids/allow_gids in credd's config.")
-        case .tcp:
+        case .tcp(let remote):
             let (expected, file) = (rule?.token ?? token, rule?.tokenFile ?? tokenFile)
             guard let authorization, !authorization.isEmpty else {
                 return AccessDenied(
@@ -77,6 +160,19 @@ public struct AccessPolicy: Sendable {
                     message: "missing Authorization header; set AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=\(file).")
             }
             if !constantTimeEquals(Array(authorization.utf8), expected) {
+                let address = TokenGuessLimiter.address(ofRemote: remote)
+                let verdict = guesses.recordWrongToken(peer: address)
+                if verdict.lockoutStarted {
+                    Logger(label: "credd").warning(
+                        "too many wrong Authorization tokens over TCP; answering 429 to wrong tokens from this address until it slows down (correct tokens still work)",
+                        metadata: ["credd.peer": "\(address)", "credd.retry_after": "\(verdict.retryAfter)"])
+                }
+                if !verdict.allowed {
+                    return AccessDenied(
+                        reason: .tooManyWrongTokens,
+                        message: "too many wrong Authorization tokens from this address; wait \(verdict.retryAfter) s. Clients with the token in \(file) are not affected.",
+                        retryAfter: verdict.retryAfter, lockoutStarted: verdict.lockoutStarted)
+                }
                 return AccessDenied(
                     reason: .wrongToken,
                     message: "the Authorization token is not the one in \(file); point AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE at that file.")

@@ -161,7 +161,15 @@ public final class Daemon: Service, Sendable {
     private func startRefreshers(_ sets: [String: CredentialSet]) {
         runtime.withLockedValue { r in
             for (name, set) in sets where r.refreshers[name] == nil {
-                r.refreshers[name] = Task { await set.run() }
+                r.refreshers[name] = Task {
+                    await withDiscardingTaskGroup { group in
+                        group.addTask { await set.run() }
+                        if let login = set.source as? LoginSource {
+                            // A new `aws login`, or a refresh by the CLI, is picked up at once.
+                            group.addTask { for await _ in LoginCacheWatcher.changes(for: login) { set.refreshSoon() } }
+                        }
+                    }
+                }
             }
         }
     }

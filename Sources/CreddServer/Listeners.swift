@@ -67,6 +67,9 @@ public enum CredentialsListener {
                 channel.eventLoop.makeCompletedFuture {
                     let activity = ConnectionActivity(headerTimeout: headerTimeout, idleTimeout: idleTimeout)
                     let sync = channel.pipeline.syncOperations
+                    // A peer that pipelines requests without reading the answers stops being read once its
+                    // answers fill the outbound buffer, instead of growing credd's memory without bound.
+                    try sync.addHandler(BackPressureHandler())
                     try sync.addHandler(ActivityTracker(activity: activity, counter: listener.connections))
                     try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
                     try sync.addHandler(ContainerCredentialsHandler(listener: listener, activity: activity))

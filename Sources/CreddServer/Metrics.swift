@@ -71,27 +71,41 @@ public final class CreddMetrics: CredentialSetObserver, Sendable {
     }
     private let mutable = NIOLockedValueBox(Mutable())
 
-    private static let httpRequestsName = MetricNameDescriptor(
-        namespace: "credd", metricName: "http_requests", unitName: "total",
-        helpText: "HTTP answers by route and status (status \"other\": any status credd does not normally send).")
-    private static let credentialRequestsName = MetricNameDescriptor(
-        namespace: "credd", metricName: "credential_requests", unitName: "total",
-        helpText: "Credential requests by credential set and HTTP status.")
-    private static let refreshesName = MetricNameDescriptor(
-        namespace: "credd", metricName: "refreshes", unitName: "total",
-        helpText: "Successful refreshes by credential set and source.")
-    private static let failuresName = MetricNameDescriptor(
-        namespace: "credd", metricName: "refresh_failures", unitName: "total",
-        helpText: "Failed refreshes by credential set, source and reason (the source's error code).")
-    private static let latencyName = MetricNameDescriptor(
-        namespace: "credd", metricName: "upstream_latency", unitName: "seconds",
-        helpText: "Duration of each upstream fetch (IMDS, Sign-In, STS) by source, failures included.")
-    private static let expiryName = MetricNameDescriptor(
-        namespace: "credd", metricName: "credentials_expiry", unitName: "seconds",
-        helpText: "Seconds until the credentials a set serves expire (0 when it holds none); updated at each scrape.")
-    private static let connectionsName = MetricNameDescriptor(
-        namespace: "credd", metricName: "open_connections", unitName: "",
-        helpText: "Connections open on all of credd's listeners; updated at each scrape.")
+    private static var httpRequestsName: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "credd", metricName: "http_requests", unitName: "total",
+            helpText: "HTTP answers by route and status (status \"other\": any status credd does not normally send).")
+    }
+    private static var credentialRequestsName: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "credd", metricName: "credential_requests", unitName: "total",
+            helpText: "Credential requests by credential set and HTTP status.")
+    }
+    private static var refreshesName: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "credd", metricName: "refreshes", unitName: "total",
+            helpText: "Successful refreshes by credential set and source.")
+    }
+    private static var failuresName: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "credd", metricName: "refresh_failures", unitName: "total",
+            helpText: "Failed refreshes by credential set, source and reason (the source's error code).")
+    }
+    private static var latencyName: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "credd", metricName: "upstream_latency", unitName: "seconds",
+            helpText: "Duration of each upstream fetch (IMDS, Sign-In, STS) by source, failures included.")
+    }
+    private static var expiryName: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "credd", metricName: "credentials_expiry", unitName: "seconds",
+            helpText: "Seconds until the credentials a set serves expire (0 when it holds none); updated at each scrape.")
+    }
+    private static var connectionsName: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "credd", metricName: "open_connections", unitName: "",
+            helpText: "Connections open on all of credd's listeners; updated at each scrape.")
+    }
 
     public init() {
         let factory = PrometheusMetricsFactory(registry: registry)

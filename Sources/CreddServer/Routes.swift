@@ -31,7 +31,9 @@ public struct HTTPError: Error, Sendable, Equatable {
     public init(_ denied: AccessDenied) {
         switch denied.reason {
         case .missingToken: self.init(.unauthorized, "MissingToken", denied.message)
-        case .wrongToken: self.init(.forbidden, "WrongToken", denied.message)
+        // Closing after a wrong token makes every guess cost a new connection (TokenGuessLimiter).
+        case .wrongToken: self.init(.forbidden, "WrongToken", denied.message, close: true)
+        case .tooManyWrongTokens: self.init(.tooManyRequests, "TooManyWrongTokens", denied.message, retryAfter: denied.retryAfter ?? 1, close: true)
         case .callerNotAllowed: self.init(.forbidden, "CallerNotAllowed", denied.message)
         case .badHost: self.init(.forbidden, "ForbiddenHost", denied.message)
         case .origin: self.init(.forbidden, "ForbiddenOrigin", denied.message)

@@ -223,9 +223,20 @@ extension CreddConfig {
             imds: IMDSSettings(
                 endpoint: env.imdsEndpoint,
                 disabled: env.environment["AWS_EC2_METADATA_DISABLED"]?.lowercased() == "true"),
-            sets: [SetConfig(name: "default", source: .imds, access: nil)],
+            sets: [SetConfig(name: "default", source: defaultSource(env), access: nil)],
             server: ServerConfig(),
             log: LogConfig())
+    }
+
+    /// Without a config file a user instance serves the `aws login` profile (`AWS_PROFILE`, else `default`)
+    /// when it has a `login_session`, so `aws login` then `credd serve` just works; otherwise IMDS.
+    static func defaultSource(_ env: RuntimeEnvironment) -> SourceConfig {
+        guard !env.isSystemInstance else { return .imds }
+        let profile = LoginCacheLocation.defaultProfile(environment: env.environment)
+        if LoginCacheLocation.profileHasLoginSession(profile: profile, environment: env.environment, homeDirectory: env.home) {
+            return .login(LoginSetConfig(profile: profile, endpoint: nil))
+        }
+        return .imds
     }
 
     /// Loads the config file (or the defaults when no file exists and none was named explicitly).

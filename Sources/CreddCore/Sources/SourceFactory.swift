@@ -23,10 +23,10 @@ public enum SourceFactory {
             } catch let e as AssumeRoleConfigError {
                 throw ConfigError(file: config.file ?? "config", key: "credentials.\(set.name)", message: e.description)
             }
-        case .login:
-            throw ConfigError(
-                file: config.file ?? "config", key: "credentials.\(set.name).source",
-                message: "the \(set.source.kind) source is not available in this build.")
+        case .login(let login):
+            return LoginSource(
+                profile: login.profile, environment: environment.environment, homeDirectory: environment.home,
+                endpointOverride: login.endpoint, httpClient: http.general, now: now)
         }
     }
 
