@@ -166,7 +166,11 @@ public final class Daemon: Service, Sendable {
                         group.addTask { await set.run() }
                         if let login = set.source as? LoginSource {
                             // A new `aws login`, or a refresh by the CLI, is picked up at once.
-                            group.addTask { for await _ in LoginCacheWatcher.changes(for: login) { set.refreshSoon() } }
+                            group.addTask {
+                                for await _ in LoginCacheWatcher.changes(for: login) where login.changedByAnotherWriter() {
+                                    set.refreshSoon()
+                                }
+                            }
                         }
                     }
                 }

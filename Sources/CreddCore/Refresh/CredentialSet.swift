@@ -270,7 +270,13 @@ public actor CredentialSet {
                     expiration: credentials.expiration, now: now(), traits: source.refreshTraits, random: random())
             } catch {
                 if Task.isCancelled { return }
-                delay = policy.delayAfterFailure(consecutiveFailures: status.consecutiveFailures, random: random())
+                if (error as? SourceError)?.disposition == .needsAction {
+                    // A person has to act (`aws login`, a permission): no retry loop. The source's watcher
+                    // (or a reload) kicks the refresher; a slow safety retry catches a fix made elsewhere.
+                    delay = policy.needsActionRetry
+                } else {
+                    delay = policy.delayAfterFailure(consecutiveFailures: status.consecutiveFailures, random: random())
+                }
             }
         }
     }

@@ -23,6 +23,9 @@ public struct RefreshPolicy: Sendable, Equatable {
     /// Longest sleep between wall-clock checks, so a jump of the wall clock is noticed (the schedule itself is
     /// monotonic; the refresher wakes this often only to compare the wall clock with the credentials' expiry).
     public var maximumSleep: Duration
+    /// After an error only a person can fix (login expired), retry only this rarely; a change of the source's
+    /// input (a new `aws login`) triggers a refresh at once instead.
+    public var needsActionRetry: Duration = .seconds(30 * 60)
 
     public init(
         jitterFraction: Double = 0.1,
@@ -32,7 +35,8 @@ public struct RefreshPolicy: Sendable, Equatable {
         minimumServedLifetime: Duration = .seconds(60),
         staticStabilityThreshold: Duration = .seconds(16 * 60),
         staticStabilityExtension: Duration = .seconds(20 * 60),
-        maximumSleep: Duration = .seconds(300)
+        // 30 s: after a forward jump past the expiry, clients get 503 for at most this long (issue 7).
+        maximumSleep: Duration = .seconds(30)
     ) {
         self.jitterFraction = jitterFraction
         self.minimumInterval = minimumInterval

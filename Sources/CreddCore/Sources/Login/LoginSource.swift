@@ -2,6 +2,7 @@
 import AsyncHTTPClient
 import CreddCrypto
 import Foundation
+import NIOConcurrencyHelpers
 import Logging
 
 #if canImport(Glibc)
@@ -37,6 +38,8 @@ public struct LoginSource: CredentialSource {
     /// How long to wait for another refresher's lock before giving up this round.
     public let lockTimeout: Duration
     let client: SignInClient
+    /// The inode of the cache file credd itself wrote last: its own writes must not trigger a refresh.
+    let lastWrittenInode = NIOLockedValueBox<UInt64?>(nil)
     let now: @Sendable () -> Date
     let clock: any Clock<Duration>
 
@@ -80,6 +83,15 @@ public struct LoginSource: CredentialSource {
     }
     public var watchedCacheDirectory: String {
         LoginCacheLocation.cacheDirectoryPath(environment: environment, homeDirectory: homeDirectory)
+    }
+
+    /// Whether the cache file (or the config) now differs from what credd itself last wrote: a new `aws login`,
+    /// a refresh by the CLI or an SDK. credd's own atomic writes leave a file whose inode it recorded.
+    public func changedByAnotherWriter() -> Bool {
+        guard let location = try? location() else { return true }
+        var st = stat()
+        guard stat(location.cacheFile, &st) == 0 else { return true }
+        return lastWrittenInode.withLockedValue { $0 } != UInt64(st.st_ino)
     }
 
     /// Where the profile's session is (reads the AWS config file).
@@ -204,13 +216,24 @@ public struct LoginSource: CredentialSource {
         // Keep the fields of the newest parsable content (another writer may have added some); ours wins for
         // the credentials and refresh token, which Sign-In just issued.
         var base = document.original
+        let expiration = Date(timeIntervalSince1970: requestStart.timeIntervalSince1970.rounded(.down) + Double(grant.expiresIn))
         if case .success(let latest) = LoginFileIO.read(location.cacheFile),
             (try? JSONSerialization.jsonObject(with: latest)) is [String: Any]
         {
+            // botocore and the AWS CLI refresh without a lock: if one of them wrote a session issued after ours
+            // while we asked Sign-In, theirs is the newest refresh token; keep it and serve its credentials.
+            if let theirs = try? LoginCacheDocument(data: latest, path: location.cacheFile, profile: profile),
+                theirs.refreshToken != document.refreshToken, theirs.refreshToken != grant.refreshToken,
+                theirs.expiresAt >= expiration
+            {
+                logger.info(
+                    "another process refreshed the aws login session meanwhile; keeping its newer session",
+                    metadata: ["login.key_suffix": "\(theirs.accessKeyId.suffix(4))"])
+                return theirs.credentials
+            }
             base = latest
         }
         let data = try LoginCacheDocument.refreshed(base: base, grant: grant, now: requestStart)
-        let expiration = Date(timeIntervalSince1970: requestStart.timeIntervalSince1970.rounded(.down) + Double(grant.expiresIn))
         let credentials = Credentials(
             accessKeyId: grant.accessKeyId, secretAccessKey: grant.secretAccessKey, sessionToken: grant.sessionToken,
             expiration: expiration, accountId: document.accountId, isRoleCredentials: true)
@@ -222,6 +245,8 @@ public struct LoginSource: CredentialSource {
                 metadata: ["login.cache_file": "\(location.cacheFile)", "login.error": "\(failure.reason)"])
             return credentials
         }
+        var st = stat()
+        if stat(location.cacheFile, &st) == 0 { lastWrittenInode.withLockedValue { $0 = UInt64(st.st_ino) } }
         logger.info(
             "refreshed aws login credentials",
             metadata: [
