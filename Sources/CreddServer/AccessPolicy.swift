@@ -29,6 +29,13 @@ public struct AccessDenied: Error, Sendable, Equatable {
     public var retryAfter: Int?
     /// The first refusal of a guessing lockout (logged once, not once per guess).
     public var lockoutStarted = false
+
+    public init(reason: Reason, message: String, retryAfter: Int? = nil, lockoutStarted: Bool = false) {
+        self.reason = reason
+        self.message = message
+        self.retryAfter = retryAfter
+        self.lockoutStarted = lockoutStarted
+    }
 }
 
 /// Slows down token guessing over TCP: a token bucket of wrong tokens per peer address, consulted only

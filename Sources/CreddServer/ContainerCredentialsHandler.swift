@@ -41,6 +41,35 @@ struct PeerCredentials: Sendable {
 /// Largest request head accepted (431 above).
 let maximumHeaderBytes = 8 * 1024
 
+/// The request headers the hygiene checks read, recognised without allocating (names are ASCII, case-insensitive).
+enum CheckedHeader {
+    case host, authorization, origin, contentLength, transferEncoding
+
+    init?(_ name: String) {
+        switch name.utf8.count {
+        case 4 where Self.equalsLowercased(name, "host"): self = .host
+        case 6 where Self.equalsLowercased(name, "origin"): self = .origin
+        case 13 where Self.equalsLowercased(name, "authorization"): self = .authorization
+        case 14 where Self.equalsLowercased(name, "content-length"): self = .contentLength
+        case 17 where Self.equalsLowercased(name, "transfer-encoding"): self = .transferEncoding
+        default: return nil
+        }
+    }
+
+    /// `name` equals `lowercase` when ASCII capitals are folded; both have the same length here.
+    static func equalsLowercased(_ name: String, _ lowercase: StaticString) -> Bool {
+        var index = 0
+        let expected = lowercase.utf8Start
+        for byte in name.utf8 {
+            guard index < lowercase.utf8CodeUnitCount else { return false }
+            let folded = byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte
+            guard folded == expected[index] else { return false }
+            index += 1
+        }
+        return index == lowercase.utf8CodeUnitCount
+    }
+}
+
 /// Answers container-credentials requests on one connection, in order, with keep-alive.
 final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
@@ -57,10 +86,19 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
     private var queued: [HTTPServerRequestPart] = []
     private var discardingBody = false
     private var metricsRoute = MetricsRoute.other  // metrics: the route label of the answer being written
+    /// The last Host value found to name loopback: a client repeats its own on every request.
+    private var loopbackHost: String?
+    /// This event loop's audit batch, when audit lines bypass the logger, and this connection's line.
+    private var auditBatch: AuditBatch?
+    private var auditTemplate: AuditLineTemplate?
 
     init(listener: ListenerContext, activity: ConnectionActivity) {
         self.listener = listener
         self.activity = activity
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        auditBatch = listener.audit.batch(on: context.eventLoop)
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -77,6 +115,7 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
                     .whenSuccess { (cred: PeerCredentials) in
                         self.peer = .unix(uid: cred.uid, gid: cred.gid, pid: cred.pid, groups: Self.supplementaryGroups(pid: cred.pid))
                         self.unit = AuditLog.unitOf(pid: cred.pid)
+                        self.auditTemplate = nil
                     }
             }
         }
@@ -155,17 +194,17 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
         var hasBody = false
         for (name, value) in head.headers {
             headerBytes += name.utf8.count + value.utf8.count + 4
-            switch name.lowercased() {
-            case "host":
+            switch CheckedHeader(name) {
+            case .host:
                 hosts += 1
                 host = value
-            case "authorization":
+            case .authorization:
                 authorizations += 1
                 authorization = value
-            case "origin": hasOrigin = true
-            case "content-length": hasBody = hasBody || value != "0"
-            case "transfer-encoding": hasBody = true
-            default: break
+            case .origin: hasOrigin = true
+            case .contentLength: hasBody = hasBody || value != "0"
+            case .transferEncoding: hasBody = true
+            case nil: break
             }
         }
         if headerBytes > maximumHeaderBytes {
@@ -180,13 +219,20 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
         if hasOrigin {
             return fail(HTTPError(.forbidden, "ForbiddenOrigin", "requests with an Origin header (browsers) are refused."), keepAlive: keepAlive, context: context)
         }
-        if let host, !AccessPolicy.isLoopbackHost(host) {
-            return fail(HTTPError(.forbidden, "ForbiddenHost", "the Host header must name a loopback address (127.0.0.1, ::1 or localhost)."), keepAlive: keepAlive, context: context)
+        if let host, host != loopbackHost {
+            guard AccessPolicy.isLoopbackHost(host) else {
+                return fail(HTTPError(.forbidden, "ForbiddenHost", "the Host header must name a loopback address (127.0.0.1, ::1 or localhost)."), keepAlive: keepAlive, context: context)
+            }
+            loopbackHost = host
         }
         let route: Route
-        switch Router.route(method: head.method, uri: head.uri) {
-        case .success(let r): route = r
-        case .failure(let e): return fail(e, keepAlive: keepAlive, context: context)
+        if head.method == .GET && head.uri == "/v1/credentials" {
+            route = .credentials(set: "default")  // what Router.route answers, for the request nearly every SDK sends
+        } else {
+            switch Router.route(method: head.method, uri: head.uri) {
+            case .success(let r): route = r
+            case .failure(let e): return fail(e, keepAlive: keepAlive, context: context)
+            }
         }
         metricsRoute = MetricsRoute(route)  // metrics
         let state = listener.state.current
@@ -227,7 +273,13 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
 
     private func audit(set: String, status: UInt, key: String?, state: ServingState) {
         listener.metrics?.credentialRequest(set: set, status: status)  // metrics
-        if state.auditEnabled { listener.audit.record(peer: peer, unit: unit, set: set, status: status, keySuffix: key) }
+        guard state.auditEnabled else { return }
+        if let auditBatch {
+            if auditTemplate == nil { auditTemplate = auditBatch.template(peer: peer, unit: unit) }
+            auditBatch.append(auditTemplate!, set: set, status: status, keySuffix: key)
+        } else {
+            listener.audit.record(peer: peer, unit: unit, set: set, status: status, keySuffix: key)
+        }
     }
 
     private func answerCredentials(

@@ -87,7 +87,7 @@ public final class Daemon: Service, Sendable {
         let box = ServingStateBox(ServingState(sets: served, access: access, policy: policy, server: config.server, auditEnabled: config.log.audit))
         if let adopted = hooks.adoptedState { await adopt(adopted, into: sets, config: config) }
         let counter = ConnectionCounter(limit: config.server.maxConnections)
-        let audit = AuditLog(logger: { var l = logger; l[metadataKey: "credd.event"] = "audit"; return l }())
+        let audit = AuditLog.batchingStandardError(logger: { var l = logger; l[metadataKey: "credd.event"] = "audit"; return l }())
         let statusProvider: @Sendable () -> StatusDocument = { [weak self] in
             self?.statusDocument() ?? StatusDocument(pid: getpid(), startedAt: Date(), config: "", sets: [])
         }

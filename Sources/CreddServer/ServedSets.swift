@@ -92,9 +92,48 @@ public struct StatusDocument: Codable, Sendable {
 }
 
 /// One line per credential request: who, which set, the answer, the key's last four characters.
+///
+/// Lines go through `logger`, unless built with `batchingStandardError(logger:)` while the logger writes plain
+/// lines to stderr: then the same lines are formatted into one buffer per event loop and written with one
+/// write(2) per loop tick (`AuditBatch`), a small fraction of a logger call per request. Under the journal
+/// they stay structured entries (CREDD_SET, …) through the logger.
 public struct AuditLog: Sendable {
     let logger: Logger
-    public init(logger: Logger) { self.logger = logger }
+    /// Set when lines bypass the logger in batches.
+    let batches: AuditBatches?
+    public init(logger: Logger) {
+        self.logger = logger
+        self.batches = nil
+    }
+
+    /// Batches to stderr when `logger` is swift-log's `StreamLogHandler` writing there (the format is the same);
+    /// otherwise the same as `init(logger:)`.
+    public static func batchingStandardError(logger: Logger) -> AuditLog {
+        var log = AuditLog(logger: logger)
+        if let handler = logger.handler as? StreamLogHandler, handler.metadataProvider == nil, !isJournalStandardError() {
+            log = AuditLog(logger: logger, batches: AuditBatches(
+                fd: STDERR_FILENO, enabled: handler.logLevel <= .info, label: logger.label, base: handler.metadata))
+        }
+        return log
+    }
+
+    init(logger: Logger, batches: AuditBatches?) {
+        self.logger = logger
+        self.batches = batches
+    }
+
+    /// The batch of `eventLoop`'s lines when batching; call on that loop (a connection does, once).
+    func batch(on eventLoop: any EventLoop) -> AuditBatch? { batches?.batch(on: eventLoop) }
+
+    /// True when systemd connected stderr to the journal (`JOURNAL_STREAM` names fd 2's device and inode).
+    static func isJournalStandardError() -> Bool {
+        guard let raw = getenv("JOURNAL_STREAM") else { return false }
+        let parts = String(cString: raw).split(separator: ":")
+        guard parts.count == 2, let device = UInt64(parts[0]), let inode = UInt64(parts[1]) else { return false }
+        var info = stat()
+        guard fstat(STDERR_FILENO, &info) == 0 else { return false }
+        return UInt64(info.st_dev) == device && UInt64(info.st_ino) == inode
+    }
 
     public func record(peer: Peer, unit: String?, set: String, status: UInt, keySuffix: String?) {
         var metadata: Logger.Metadata = [
@@ -119,5 +158,157 @@ public struct AuditLog: Sendable {
             }
         }
         return nil
+    }
+}
+
+/// The audit batches of all event loops, created on first use by each loop.
+final class AuditBatches: Sendable {
+    let fd: Int32
+    /// False when the log level hides info lines: then nothing is written, as the logger would not.
+    let enabled: Bool
+    let label: String
+    /// The logger's own metadata (`credd.event=audit`), sorted by key as StreamLogHandler prints it.
+    let base: [(key: String, value: String)]
+    private let loops = NIOLockedValueBox<[ObjectIdentifier: NIOLoopBound<AuditBatch>]>([:])
+
+    init(fd: Int32, enabled: Bool, label: String, base: Logger.Metadata) {
+        self.fd = fd
+        self.enabled = enabled
+        self.label = label
+        self.base = base.map { (key: $0.key, value: "\($0.value)") }.sorted { $0.key < $1.key }
+    }
+
+    func batch(on eventLoop: any EventLoop) -> AuditBatch? {
+        guard enabled else { return nil }
+        let key = ObjectIdentifier(eventLoop as AnyObject)
+        let bound = loops.withLockedValue { loops -> NIOLoopBound<AuditBatch> in
+            if let existing = loops[key] { return existing }
+            let made = NIOLoopBound(AuditBatch(owner: self, eventLoop: eventLoop), eventLoop: eventLoop)
+            loops[key] = made
+            return made
+        }
+        return bound.value
+    }
+}
+
+/// One connection's audit line with the per-request values left open: the connection's peer (and unit) and
+/// the logger's metadata are formatted once, in StreamLogHandler's order (keys sorted).
+struct AuditLineTemplate {
+    enum Piece {
+        case text([UInt8])
+        case key, set, status
+    }
+    let pieces: [Piece]
+
+    init(base: [(key: String, value: String)], peer: Peer, unit: String?) {
+        var fixed = base.filter { !["credd.key", "credd.set", "credd.status", "credd.peer", "credd.uid", "credd.pid", "credd.unit"].contains($0.key) }
+        fixed.append((key: "credd.peer", value: peer.auditDescription))
+        if case .unix(let uid, _, let pid, _) = peer {
+            fixed.append((key: "credd.uid", value: "\(uid)"))
+            fixed.append((key: "credd.pid", value: "\(pid)"))
+            if let unit { fixed.append((key: "credd.unit", value: unit)) }
+        }
+        let slots: [(key: String, piece: Piece)] = [("credd.key", .key), ("credd.set", .set), ("credd.status", .status)]
+        let all = (fixed.map { (key: $0.key, value: Optional($0.value), piece: Piece.text([])) }
+            + slots.map { (key: $0.key, value: String?.none, piece: $0.piece) }).sorted { $0.key < $1.key }
+        var pieces: [Piece] = []
+        var text: [UInt8] = []
+        for entry in all {
+            if let value = entry.value {
+                text += Array(" \(entry.key)=\(value)".utf8)
+            } else {
+                if !text.isEmpty { pieces.append(.text(text)) }
+                text = []
+                pieces.append(entry.piece)
+            }
+        }
+        if !text.isEmpty { pieces.append(.text(text)) }
+        self.pieces = pieces
+    }
+}
+
+/// The audit lines of one event loop's current tick, written with one write(2) when the tick's I/O is done.
+/// Lives on its event loop only (reached through `NIOLoopBound`).
+final class AuditBatch {
+    private unowned let owner: AuditBatches
+    private let eventLoop: any EventLoop
+    private var buffer: ByteBuffer
+    private var flushScheduled = false
+    /// The current second's timestamp, as StreamLogHandler formats it (local time, `%Y-%m-%dT%H:%M:%S%z`).
+    private var second: time_t = -1
+    private var stamp: [UInt8] = []
+    private let levelAndLabel: [UInt8]
+    private static let message = Array(" [CreddServer] credential request\n".utf8)
+    /// Lines above this are written at once rather than at the end of the tick.
+    private static let flushAbove = 64 * 1024
+
+    init(owner: AuditBatches, eventLoop: any EventLoop) {
+        self.owner = owner
+        self.eventLoop = eventLoop
+        self.buffer = ByteBufferAllocator().buffer(capacity: 4096)
+        self.levelAndLabel = Array(" \(Logger.Level.info)\(owner.label.isEmpty ? "" : " ")\(owner.label):".utf8)
+    }
+
+    func template(peer: Peer, unit: String?) -> AuditLineTemplate {
+        AuditLineTemplate(base: owner.base, peer: peer, unit: unit)
+    }
+
+    func append(_ template: AuditLineTemplate, set: String, status: UInt, keySuffix: String?) {
+        let now = time(nil)
+        if now != second { updateStamp(now) }
+        buffer.writeBytes(stamp)
+        buffer.writeBytes(levelAndLabel)
+        for piece in template.pieces {
+            switch piece {
+            case .text(let bytes): buffer.writeBytes(bytes)
+            case .key:
+                if let keySuffix {
+                    buffer.writeStaticString(" credd.key=\u{2026}")
+                    buffer.writeString(keySuffix)
+                }
+            case .set:
+                buffer.writeStaticString(" credd.set=")
+                buffer.writeString(set)
+            case .status:
+                buffer.writeStaticString(" credd.status=")
+                buffer.writeString(String(status))
+            }
+        }
+        buffer.writeBytes(Self.message)
+        if buffer.readableBytes > Self.flushAbove {
+            flush()
+        } else if !flushScheduled {
+            flushScheduled = true
+            // Runs after this tick's reads and writes: one write(2) for every line of the tick.
+            eventLoop.assumeIsolated().execute { self.flush() }
+        }
+    }
+
+    func flush() {
+        flushScheduled = false
+        while buffer.readableBytes > 0 {
+            let written = buffer.withUnsafeReadableBytes { write(owner.fd, $0.baseAddress, $0.count) }
+            if written > 0 {
+                buffer.moveReaderIndex(forwardBy: written)
+            } else if written < 0 && errno == EINTR {
+                continue
+            } else {
+                break  // stderr is gone or full (non-blocking): as the logger, lose the lines rather than block
+            }
+        }
+        buffer.clear()
+        if buffer.capacity > 1 << 20 { buffer = ByteBufferAllocator().buffer(capacity: 4096) }
+    }
+
+    private func updateStamp(_ now: time_t) {
+        second = now
+        var t = now
+        var parts = tm()
+        var text = [CChar](repeating: 0, count: 64)
+        if localtime_r(&t, &parts) != nil, strftime(&text, text.count, "%Y-%m-%dT%H:%M:%S%z", &parts) > 0 {
+            stamp = Array(String(cString: text).utf8)
+        } else {
+            stamp = Array("<unknown>".utf8)
+        }
     }
 }

@@ -34,7 +34,12 @@ struct CommonOptions: ParsableArguments {
     }
 }
 
-@main
+// The entry point is this call, not @main: with more than one file in the target, main.swift is top-level
+// code (SwiftPM passes -parse-as-library only to single-file executables).
+// Inside an async function the async main (which runs async commands) wins over the synchronous one.
+func runCredd() async { await Credd.main(nil) }
+await runCredd()
+
 struct Credd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "credd",
@@ -43,7 +48,9 @@ struct Credd: AsyncParsableCommand {
             Exit codes: 0 success; 1 credd answered with an error; 64 usage error; 69 credd unreachable; \
             77 permission denied; 78 configuration error.
             """,
-        subcommands: [Serve.self, Get.self, Status.self, ConfigCommand.self, Token.self])
+        subcommands: [
+            Serve.self, Get.self, Status.self, ConfigCommand.self, Token.self, Doctor.self, Env.self, Exec.self, Completions.self,
+        ])
 }
 
 struct Serve: AsyncParsableCommand {
@@ -216,11 +223,13 @@ func request(_ socket: String, _ path: String) async throws -> (Int, [UInt8]) {
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show each set's source, state, expiry, refresh times and last error (no secrets).")
     @Flag(help: "Print the status document as JSON (schema version 1).") var json = false
+    @Flag(help: "Redraw every second with live countdowns until Ctrl-C (with --json: one document per line).") var watch = false
     @Option(help: "Unix socket path (default: from the config).") var socket: String?
     @OptionGroup var options: CommonOptions
 
     func run() async throws {
         let socketPath = try socket ?? options.load().0.listen.unix?.path ?? ""
+        if watch { return try await StatusWatch.run(socket: socketPath, json: json) }
         let (status, body) = try await request(socketPath, "/v1/status")
         guard status == 200 else {
             FileHandle.standardError.write(Data("credd: \(LocalClient.errorMessage(body))\n".utf8))

@@ -1,8 +1,8 @@
 """Raw connections to credd for the fault and bad-input suites: send exact bytes over TCP or the Unix socket,
 read what comes back, and parse the answers with http.client (never by hand).
 
-Every answer body read here is written to a file the secret scan watches (`record_bodies`), so an error body
-that carried a secret would fail the run.
+Every answer parsed here except a credentials answer (error bodies, health, status) is written to a file the
+secret scan watches (`record_bodies`), so an error body that carried a secret would fail the run.
 """
 
 from __future__ import annotations
@@ -66,10 +66,11 @@ def targets_of(credd) -> list[Target]:
             Target("unix", credd.unix_path, "localhost", None)]
 
 
-def exchange(target: Target, data: bytes, *, wait: float = 2.0, chunks: Optional[list] = None,
-             pause: float = 0.0) -> tuple[bytes, bool]:
-    """Send `data` (or `chunks` with `pause` between them), then read until credd closes or `wait` s pass
-    without a byte. Returns (everything read, whether credd closed the connection)."""
+def exchange(target: Target, data: bytes, *, wait: float = 2.0, answers: Optional[int] = None,
+             chunks: Optional[list] = None, pause: float = 0.0, methods: Optional[list] = None) -> tuple[bytes, bool]:
+    """Send `data` (or `chunks` with `pause` between them), then read until credd closes, until `answers`
+    complete answers (the last without `Connection: close`) have arrived, or until `wait` s pass without a
+    byte. Returns (everything read, whether credd closed the connection)."""
     s = target.connect(timeout=max(wait, 1.0))
     out = bytearray()
     closed = False
@@ -94,9 +95,12 @@ def exchange(target: Target, data: bytes, *, wait: float = 2.0, chunks: Optional
                 closed = True
                 break
             out += b
+            if answers is not None:
+                got = parse_answers(bytes(out), methods=methods, record=False)
+                if len(got) >= answers and got[-1].headers.get("connection", "").lower() != "close":
+                    break
     finally:
         s.close()
-    _record(bytes(out))
     return bytes(out), closed
 
 
@@ -136,22 +140,31 @@ class _Bytes:
         return self._file
 
 
-def parse_answers(data: bytes, method: str = "GET") -> list[Answer]:
-    """Every complete HTTP/1.1 answer in `data`, in order (pipelined answers share one buffer)."""
+def parse_answers(data: bytes, methods: Optional[list] = None, record: bool = True) -> list[Answer]:
+    """Every complete HTTP/1.1 answer in `data`, in order (pipelined answers share one buffer); `methods`
+    names the request method of each (HEAD answers have no body), GET by default."""
     answers = []
     source = _Bytes(data)
     while source._file.tell() < len(data):
+        method = methods[len(answers)] if methods and len(answers) < len(methods) else "GET"
         r = http.client.HTTPResponse(source, method=method)
         try:
             r.begin()
+            body = r.read()
         except (http.client.HTTPException, ValueError):
             break
-        body = r.read()
+        if not record:
+            answers.append(Answer(r.status, {k.lower(): v for k, v in r.getheaders()}, body))
+            continue
         answers.append(Answer(r.status, {k.lower(): v for k, v in r.getheaders()}, body))
+        # A credentials answer holds secrets on purpose; every other answer (errors, health) must not.
+        head = f"{r.status} {r.getheaders()}".encode()
+        _record(head + b" " + (b"<credentials answer>" if b'"SecretAccessKey"' in body else body))
     return answers
 
 
 def one_answer(target: Target, data: bytes, **kw) -> tuple[Optional[Answer], bool]:
+    kw.setdefault("answers", 1)
     raw, closed = exchange(target, data, **kw)
     answers = parse_answers(raw)
     return (answers[0] if answers else None), closed
