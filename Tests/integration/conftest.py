@@ -11,6 +11,10 @@ import pytest
 from support import SECRETS, redact, register_secret
 from support.fake_imds import FakeIMDS
 from support.harness import Credd, MotoSTS, credd_binary, raise_file_limit
+from support import faults_secretscan
+
+# Every HTTP answer credd gives through the harness (errors, health, status, metrics) is scanned for secrets too.
+faults_secretscan.install()
 
 _findings_at_end: list[str] = []
 _leaks_key = pytest.StashKey[set]()

@@ -232,8 +232,15 @@ def test_credd_and_a_botocore_refresher_race_on_one_cache(start_credd, tmp_path,
         assert fake.rejections == {}, stats
         assert stats["refreshes_by_client"].get("credd", 0) >= 3, stats
         assert stats["refreshes_by_client"].get("botocore", 0) >= 10, stats
-        final = fixture.read_cache()
-        assert fake.refresh_token_serial(final["refreshToken"]) == \
-            fake.refresh_token_serial(fake.newest_refresh_token(fixture.login_session)), "the newest token was lost"
+        # credd keeps refreshing every few seconds (240 s credentials): between Sign-In's answer and credd's write
+        # the newest token is briefly only in flight, so compare at a moment when the file has caught up. A token
+        # really lost never catches up (and credd's next refresh from an older one would be rejected, see above).
+        def file_has_newest() -> bool:
+            return fake.refresh_token_serial(fixture.read_cache()["refreshToken"]) == \
+                fake.refresh_token_serial(fake.newest_refresh_token(fixture.login_session))
+        deadline = time.monotonic() + 15
+        while not file_has_newest() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert file_has_newest(), "the newest token was lost"
         assert "LoginRequired" not in json.dumps(credd.status_json())
         assert served(credd) is not None

@@ -6,6 +6,7 @@ settings the daemon relies on. The measured exposure of each service is printed 
 from __future__ import annotations
 
 import os
+import tempfile
 import re
 import shutil
 import subprocess
@@ -58,8 +59,10 @@ def _run(args, **kwargs) -> subprocess.CompletedProcess:
 
 
 def _user_env(tmp_path: Path) -> dict:
-    runtime = tmp_path / "xdg-runtime"
-    runtime.mkdir(mode=0o700, exist_ok=True)
+    # A short path: socket paths under it (other packages' user units too) must fit in sun_path (108 bytes),
+    # and pytest's tmp_path can be long (TMPDIR inside the checkout in CI).
+    runtime = Path(tempfile.mkdtemp(prefix="credd-xdg-", dir="/tmp"))
+    runtime.chmod(0o700)
     return {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
 
 
