@@ -211,6 +211,13 @@ public struct AccessPolicy: Sendable {
 public enum TokenFile {
     /// Reads a token, refusing an empty file or one that ends in a newline (it breaks every SDK).
     public static func read(_ path: String) throws -> [UInt8] {
+        // A token any local user can read protects nothing (issue 7): refuse it rather than serve behind it.
+        var info = stat()
+        if stat(path, &info) == 0, info.st_mode & 0o007 != 0 {
+            throw TokenFileError(
+                path: path,
+                message: "the token file is open to every user (mode \(String(info.st_mode & 0o777, radix: 8))); run chmod 0600 on it (0640 with credd's group), or delete it and credd creates a new one.")
+        }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw TokenFileError(path: path, message: "cannot read the token file; check that it exists and that credd may read it.")
         }

@@ -193,7 +193,11 @@ public final class IMDSSource: CredentialSource {
     /// GET with the session token; a 401 renews the token once; connection failures are retried.
     private func get(_ path: String, logger: Logger) async throws -> [UInt8] {
         var lastError: (any Error)?
-        for attempt in 1...max(1, settings.attempts) {
+        // A rejected token is renewed once at once, whatever `attempts` is (IMDS forgets tokens when it restarts).
+        var renewedAfter401 = false
+        var attempt = 0
+        while attempt < max(1, settings.attempts) {
+            attempt += 1
             do {
                 let token = try await sessionToken(logger: logger)
                 var request = HTTPClientRequest(url: settings.endpoint + path)
@@ -207,6 +211,10 @@ public final class IMDSSource: CredentialSource {
                     lastError = SourceError(
                         code: "IMDSUnauthorized",
                         message: "IMDS at \(settings.endpoint) rejected the session token (401) again after renewing it; credd retries.")
+                    if !renewedAfter401 && token != nil {
+                        renewedAfter401 = true
+                        attempt -= 1
+                    }
                     continue
                 case 403:
                     throw SourceError(

@@ -104,6 +104,11 @@ enum STSResponseParser {
         // Leading whitespace before the XML declaration is not well-formed XML, but moto (and some
         // proxies) send it; botocore tolerates it, so credd does too.
         let start = body.firstIndex { !($0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D) } ?? body.endIndex
+        // FoundationXML traps on an element name that is not UTF-8 (found by fuzzing, issue 7; regression test
+        // FuzzRegressionSTSTests). STS answers in UTF-8: refuse anything else before it reaches the parser.
+        guard String(validating: body[start...], as: UTF8.self) != nil else {
+            throw Unreadable(description: "the answer is not UTF-8 text")
+        }
         let parser = XMLParser(data: Data(body[start...]))
         parser.shouldProcessNamespaces = true
         parser.shouldResolveExternalEntities = false
