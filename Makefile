@@ -37,6 +37,10 @@ test-integration:
 	.venv/bin/python -m pytest -c Tests/integration/pytest.ini Tests/integration $(PYTEST_ARGS)
 
 SYSUSERS_DIR ?= /usr/lib/sysusers.d
+MANDIR ?= $(PREFIX)/share/man
+BASH_COMPLETION_DIR ?= $(PREFIX)/share/bash-completion/completions
+ZSH_COMPLETION_DIR ?= $(PREFIX)/share/zsh/site-functions
+FISH_COMPLETION_DIR ?= $(PREFIX)/share/fish/vendor_completions.d
 DOCDIR ?= $(PREFIX)/share/doc/credd
 UNIT_SED := sed 's|@BINDIR@|$(BINDIR)|g'
 
@@ -51,6 +55,15 @@ install: release
 	install -D -m 0644 systemd/drop-ins/credd-egress.conf $(DESTDIR)$(DOCDIR)/credd-egress.conf
 	install -D -m 0644 config/credd.yaml $(DESTDIR)$(DOCDIR)/credd.yaml.example
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	# The man page is generated from the command-line definitions by argument-parser's generate-manual.
+	$(SWIFT) build -c release --product generate-manual
+	mkdir -p .build/man
+	.build/release/generate-manual .build/release/credd --output-directory .build/man
+	install -D -m 0644 .build/man/credd.1 $(DESTDIR)$(MANDIR)/man1/credd.1
+	install -d $(DESTDIR)$(BASH_COMPLETION_DIR) $(DESTDIR)$(ZSH_COMPLETION_DIR) $(DESTDIR)$(FISH_COMPLETION_DIR)
+	.build/release/credd completions bash > $(DESTDIR)$(BASH_COMPLETION_DIR)/credd
+	.build/release/credd completions zsh > $(DESTDIR)$(ZSH_COMPLETION_DIR)/_credd
+	.build/release/credd completions fish > $(DESTDIR)$(FISH_COMPLETION_DIR)/credd.fish
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemd-sysusers && systemctl daemon-reload; fi
 	@echo "Installed. Start: systemctl enable --now credd.socket   (users: systemctl --user enable --now credd.socket)"
 	@echo "Clients (system): AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:9702/v1/credentials AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=/run/credd/token"

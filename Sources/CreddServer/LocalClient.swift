@@ -17,7 +17,10 @@ public enum LocalClient {
         guard let url = URL(httpURLWithSocketPath: socket, uri: path) else {
             throw LocalClientError(message: "\(socket) is not a usable socket path.", exitCode: 64)
         }
-        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        // A missing or refused socket is reported at once, not retried until the deadline.
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.retryConnectionEstablishment = false
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         var request = HTTPClientRequest(url: url.absoluteString)
         request.method = .GET
         do {

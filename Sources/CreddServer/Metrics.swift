@@ -53,8 +53,8 @@ public final class CreddMetrics: CredentialSetObserver, Sendable {
 
     let registry = PrometheusCollectorRegistry()
     private let factory: PrometheusMetricsFactory
-    /// [route][status index]; the last column is `other`. Immutable after init: read without a lock.
-    private let httpRequests: [[CoreMetrics.Counter]]
+    /// Row-major [route × (statuses + other)]. Immutable after init: read without a lock.
+    private let httpRequests: [CoreMetrics.Counter]
     private let openConnections: Meter
 
     private struct Mutable {
@@ -111,7 +111,7 @@ public final class CreddMetrics: CredentialSetObserver, Sendable {
         let factory = PrometheusMetricsFactory(registry: registry)
         self.factory = factory
         let registry = self.registry
-        httpRequests = MetricsRoute.allCases.map { route in
+        httpRequests = MetricsRoute.allCases.flatMap { route in
             (Self.statuses.map(String.init) + ["other"]).map { status in
                 let labels = [("route", route.label), ("status", status)]
                 return CoreMetrics.Counter(
@@ -129,7 +129,7 @@ public final class CreddMetrics: CredentialSetObserver, Sendable {
     /// Counts one answer of `route` with HTTP `status`.
     @inline(__always)
     public func answered(_ route: MetricsRoute, status: UInt) {
-        httpRequests[route.rawValue][Self.statusIndex(status, in: Self.statuses)].increment()
+        httpRequests[route.rawValue * (Self.statuses.count + 1) + Self.statusIndex(status, in: Self.statuses)].increment()
     }
 
     /// Counts one answer of `route` from the status code in its first line ("HTTP/1.1 200 OK"): every

@@ -71,7 +71,7 @@ public enum Router {
         case "/metrics": route = .metrics
         default:
             guard path.hasPrefix("/v1/credentials/") else {
-                return .failure(HTTPError(.notFound, "NotFound", "no such path; credd serves /v1/credentials, /v1/credentials/NAME, /healthz and /v1/status."))
+                return .failure(HTTPError(.notFound, "NotFound", "no such path; credd serves /v1/credentials, /v1/credentials/NAME, /healthz, /v1/status and /metrics."))
             }
             let name = String(path.dropFirst("/v1/credentials/".count))
             guard CreddConfig.isValidSetName(name) else {

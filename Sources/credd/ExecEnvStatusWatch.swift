@@ -40,6 +40,14 @@ enum StatusWatch {
     struct Problem: Error { var message: String }
 
     static func frame(socket: String, json: Bool, now: Date) async -> Result<String, Problem> {
+        // Say at once why credd cannot be reached rather than wait for the HTTP client's connect retries.
+        switch DoctorProbe.connect(unixPath: socket) {
+        case .connected: break
+        case .noSuchSocket: return .failure(Problem(message: "cannot reach credd: no socket at \(socket); is it running?"))
+        case .refused: return .failure(Problem(message: "cannot reach credd: nothing accepts on \(socket); is it running?"))
+        case .permissionDenied: return .failure(Problem(message: "cannot reach credd: permission denied on \(socket)."))
+        case .timedOut, .failed: break  // let the request below report it
+        }
         do {
             let (status, body) = try await LocalClient.get(socket: socket, path: "/v1/status", timeout: .seconds(2))
             guard status == 200, let doc = try? StatusDocument.decoder().decode(StatusDocument.self, from: Data(body)) else {

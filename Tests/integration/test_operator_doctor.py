@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import email.utils
 import os
+import re
 import shutil
-import signal
-import socket
 import time
 from pathlib import Path
 
@@ -17,8 +16,8 @@ import pytest
 from support import fake_imds as fake_imds_module
 from support.fake_signin import FakeSignIn
 from support.harness import Credd, free_port
-from support.operator_cli import (NOBODY, can_run_as_nobody, caller_env, credd_env_values, open_workdir, run_credd,
-                                  run_doctor)
+from support.operator_cli import (NOBODY, SkewedUpstream, can_run_as_nobody, caller_env, credd_env_values, open_workdir,
+                                  run_credd, run_doctor)
 
 
 @pytest.fixture
@@ -278,7 +277,8 @@ def test_clock_skew_against_the_imds_date_header(credd_bin, credd, monkeypatch):
     skewed = email.utils.formatdate(time.time() + 600, usegmt=True)
     monkeypatch.setattr(fake_imds_module._Handler, "date_time_string", lambda self, timestamp=None: skewed)
     run = run_doctor(credd_bin, env)
-    run.expect("clock.skew", "fail", "behind IMDS at", "10m", "RequestTimeTooSkewed", "timedatectl set-ntp true")
+    check = run.expect("clock.skew", "fail", "behind IMDS at", "RequestTimeTooSkewed", "timedatectl set-ntp true")
+    assert re.search(r"clock is (9m5\ds|10m0\ds) behind", check["message"]), check["message"]
 
 
 # ---- aws login -------------------------------------------------------------------------------------
@@ -341,8 +341,9 @@ def test_login_cache_without_a_usable_dpop_key(credd_bin, start_credd, tmp_path,
 
 
 def test_login_refresh_rejected_by_sign_in(credd_bin, start_credd, tmp_path, signin):
-    d, fixture = start_login_credd(start_credd, tmp_path, signin, expires_in=5)
-    signin.revoke_session(fixture.login_session)
+    # Credentials about to expire make credd refresh at once; the session was revoked before it starts.
+    d, _ = start_login_credd(start_credd, tmp_path, signin, expires_in=5,
+                             tamper=lambda fixture: signin.revoke_session(fixture.login_session))
     env = pointed_env(credd_bin, d)
     env["HOME"] = str(d.home)
     d.wait_for(lambda: d.status_json()["sets"][0]["state"] == "action-required", 30, "the login set to need action")
@@ -395,19 +396,21 @@ def test_seed_002_legacy_sts_endpoints_in_the_aws_config(credd_bin, credd, tmp_p
     run.expect("sts.regional", "fail", f"sts_regional_endpoints = legacy in profile default of {config}", "AuthFailure")
 
 
-def test_clock_checked_against_sts_for_assume_role_sets(credd_bin, start_credd, fake_imds, moto_sts):
-    moto_sts.serve_from(fake_imds)
-    d = start_credd(imds_endpoint=fake_imds.url, credentials={
-        "default": {"source": "imds"},
-        "deploy": {"source": "assume-role", "from": "default", "role_arn": moto_sts.role_arn, "region": "us-east-1",
-                   "endpoint": moto_sts.url},
-    })
-    d.wait_serving("deploy")
-    run = run_doctor(credd_bin, pointed_env(credd_bin, d, name="deploy"), "--set", "deploy")
-    assert run.returncode == 0, run.summary()
+def test_clock_checked_against_sts_for_assume_role_sets(credd_bin, start_credd, fake_imds):
+    sts = SkewedUpstream(offset=-900)  # STS's clock 15 minutes behind ours
+    try:
+        d = start_credd(imds_endpoint=fake_imds.url, credentials={
+            "default": {"source": "imds"},
+            "deploy": {"source": "assume-role", "from": "default", "role_arn": "arn:aws:iam::123456789012:role/deploy",
+                       "region": "us-east-1", "endpoint": sts.url},
+        })
+        run = run_doctor(credd_bin, pointed_env(credd_bin, d, name="deploy"), "--set", "deploy")
+    finally:
+        sts.stop()
     assert run.report["set"] == "deploy"
-    run.expect("clock.skew", "pass")
-    run.expect("sts.regional", "pass")
-    # --set deploy covers deploy and the set it is made from.
+    check = run.expect("clock.skew", "fail", f"ahead of STS at {sts.url}", "SignatureDoesNotMatch")
+    assert re.search(r"clock is (14m5\ds|15m0\ds) ahead", check["message"]), check["message"]
+    run.expect("env.full_uri", "pass", 'credd\'s set "deploy"')
+    # --set deploy covers deploy and the set it is made from (IMDS), not the other sets' states.
     assert {c["id"] for c in run.report["checks"] if c["id"].startswith("set.")} == {"set.deploy"}
     run.expect("imds.token", "pass")

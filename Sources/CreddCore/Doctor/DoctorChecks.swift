@@ -61,7 +61,7 @@ public enum DoctorChecks {
         .skip("credd.tcp", .credd, "no TCP listener is configured (listen.tcp): SDKs cannot use credd's endpoint, only `credential_process = credd get --format process`")
     }
 
-    /// `probe`: `HEAD /v1/credentials/SET` over the Unix socket.
+    /// `probe`: `GET /v1/credentials/SET` over the Unix socket.
     public static func callerAccess(uid: UInt32, set: String, probe: HTTPProbe?) -> DoctorCheck {
         let id = "credd.access"
         guard let probe else { return .skip(id, .credd, "credd's Unix socket cannot be reached, so uid \(uid)'s access cannot be tried") }

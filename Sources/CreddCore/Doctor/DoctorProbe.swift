@@ -105,7 +105,9 @@ public struct DoctorProbe: Sendable {
         var statuses: [SetStatus]?
         var access: HTTPProbe?
         if let unixPath, unixProbe == .connected {
-            access = await Self.perform(http, unixSocket: unixPath, path: "/v1/credentials/\(focusSet)", method: .HEAD).0
+            // GET, not HEAD: credd's error answers to HEAD carry a body, which would spoil the next answer on
+            // the kept-alive connection. The credentials in a 200 body are dropped unread.
+            access = await Self.perform(http, unixSocket: unixPath, path: "/v1/credentials/\(focusSet)", method: .GET).0
             let (status, body) = await Self.perform(http, unixSocket: unixPath, path: "/v1/status", method: .GET)
             if status.answer?.status == 200, let body { statuses = Self.decodeStatuses(body) }
         }
@@ -372,7 +374,8 @@ public struct DoctorProbe: Sendable {
 
     // ---- raw connections: exactly why a connection fails (errno), before any HTTP --------------------
 
-    static func connect(unixPath: String) -> ConnectProbe {
+    /// Connects to a Unix socket and says exactly how that went (used by `credd status --watch` too).
+    public static func connect(unixPath: String) -> ConnectProbe {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return .failed(String(cString: strerror(errno))) }
         defer { close(fd) }

@@ -3,11 +3,15 @@ would, with a clean environment; read the doctor's JSON report; run as an unpriv
 
 from __future__ import annotations
 
+import email.utils
+import http.server
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -152,3 +156,44 @@ def scrape(credd: Credd, via: str = "unix") -> Any:
 def value(samples: dict, name: str, **labels: str) -> float:
     """One sample's value (0 when the series does not exist yet)."""
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+class SkewedUpstream:
+    """An upstream on loopback that answers every request 403 with an AWS-style XML error and a `Date`
+    header `offset` seconds off the real time: enough for the doctor's clock check, and for a set to fail."""
+
+    def __init__(self, offset: float) -> None:
+
+        body = (b'<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code>'
+                b'<Message>denied by the test upstream</Message></Error></ErrorResponse>')
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def date_time_string(self, timestamp=None):
+                return email.utils.formatdate(time.time() + offset, usegmt=True)
+
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                self.send_response(403)
+                self.send_header("Content-Type", "text/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_HEAD = _answer
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
