@@ -190,7 +190,7 @@ class StandaloneFakeIMDS:
 def credd_binary(explicit: Optional[str] = None) -> Path:
     for candidate in (explicit, os.environ.get("CREDD_BIN"), REPO / ".build" / "release" / "credd"):
         if candidate and Path(candidate).is_file():
-            return Path(candidate)
+            return Path(candidate).resolve()
     raise BenchError("no credd binary: build one (swift build -c release --static-swift-stdlib) or pass --credd PATH.")
 
 

@@ -88,6 +88,9 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
     private var metricsRoute = MetricsRoute.other  // metrics: the route label of the answer being written
     /// The last Host value found to name loopback: a client repeats its own on every request.
     private var loopbackHost: String?
+    /// The last credential request allowed on this connection: under the same state, for the same set and the
+    /// same Authorization value (one the policy accepted), the answer is the same. Any change checks again.
+    private var allowed: (snapshot: ServingStateBox.Snapshot, set: String, authorization: String?)?
     /// This event loop's audit batch, when audit lines bypass the logger, and this connection's line.
     private var auditBatch: AuditBatch?
     private var auditTemplate: AuditLineTemplate?
@@ -116,6 +119,7 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
                         self.peer = .unix(uid: cred.uid, gid: cred.gid, pid: cred.pid, groups: Self.supplementaryGroups(pid: cred.pid))
                         self.unit = AuditLog.unitOf(pid: cred.pid)
                         self.auditTemplate = nil
+                        self.allowed = nil
                     }
             }
         }
@@ -178,11 +182,17 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
     }
 
     private func fail(_ error: HTTPError, keepAlive: Bool, context: ChannelHandlerContext) {
-        write(ResponseBytes.error(error, keepAlive: keepAlive), context: context, close: !keepAlive || error.closeConnection)
+        let answer = ResponseBytes.error(error, keepAlive: keepAlive)
+        // A HEAD answer has no body, errors included, or a kept-alive connection would read it as the next answer.
+        write(answeringHead ? ResponseBytes.headOnly(answer) : answer, context: context, close: !keepAlive || error.closeConnection)
     }
+
+    /// Whether the request being answered is a HEAD.
+    private var answeringHead = false
 
     private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
         let keepAlive = head.isKeepAlive
+        answeringHead = head.method == .HEAD
         metricsRoute = .other  // metrics
         // Request hygiene first: size, body, duplicate or hostile headers.
         var headerBytes = head.uri.utf8.count + 16
@@ -235,15 +245,20 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
             }
         }
         metricsRoute = MetricsRoute(route)  // metrics
-        let state = listener.state.current
+        let snapshot = listener.state.snapshot
+        let state = snapshot.state
         switch route {
         case .credentials(let name):
             guard let set = state.sets[name] else {
                 return fail(HTTPError(.notFound, "UnknownSet", "no credential set named \"\(name)\" is configured."), keepAlive: keepAlive, context: context)
             }
-            if let denied = state.access.check(set: name, peer: peer, authorization: authorization) {
+            if let allowed, allowed.snapshot === snapshot, allowed.set == name, allowed.authorization == authorization {
+                // Allowed before on this connection, by this policy, with this very value.
+            } else if let denied = state.access.check(set: name, peer: peer, authorization: authorization) {
                 audit(set: name, status: denied.reason == .missingToken ? 401 : 403, key: nil, state: state)
                 return fail(HTTPError(denied), keepAlive: keepAlive, context: context)
+            } else {
+                allowed = (snapshot, name, authorization)
             }
             answerCredentials(set: set, state: state, head: head, keepAlive: keepAlive, context: context, mayWait: true)
         case .health:

@@ -136,16 +136,23 @@ public final class Daemon: Service, Sendable {
 
         if let watchdog = hooks.watchdog {
             // Pings come from the serving event loop itself: if it is stuck, systemd stops hearing them.
+            // The minute's STATUS= update rides on a ping rather than waking credd on its own.
             let loop = group.next()
-            loop.scheduleRepeatedTask(initialDelay: .zero, delay: watchdog.interval) { _ in watchdog.ping() }
+            let pingsPerStatus = max(1, Int((Int64(60_000_000_000) + watchdog.interval.nanoseconds - 1) / max(1, watchdog.interval.nanoseconds)))
+            let pings = NIOLoopBoundBox.makeBoxSendingValue(0, as: Int.self, eventLoop: loop)
+            loop.scheduleRepeatedTask(initialDelay: .zero, delay: watchdog.interval) { [weak self] _ in
+                watchdog.ping()
+                if pings.value % pingsPerStatus == 0, let self { self.hooks.status(self.statusLine()) }
+                pings.value += 1
+            }
         }
 
         startRefreshers(sets)
         hooks.ready(statusLine())
-        let statusTask = Task { [self] in await self.statusLoop() }
+        let statusTask = hooks.watchdog == nil ? Task { [self] in await self.statusLoop() } : nil
         // Returns when a graceful shutdown (SIGTERM, SIGINT) begins or the task is cancelled.
         try? await gracefulShutdown()
-        statusTask.cancel()
+        statusTask?.cancel()
         hooks.stopping()
         logger.info("stopping")
         for c in channels { try? await c.close() }

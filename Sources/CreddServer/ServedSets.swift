@@ -56,10 +56,17 @@ public struct ServingState: Sendable {
 
 /// The current `ServingState`, read by every request.
 public final class ServingStateBox: Sendable {
-    private let box: NIOLockedValueBox<ServingState>
-    public init(_ state: ServingState) { box = NIOLockedValueBox(state) }
-    public var current: ServingState { box.withLockedValue { $0 } }
-    public func replace(_ state: ServingState) { box.withLockedValue { $0 = state } }
+    /// One state as a reference: the request path takes it with one retain rather than copying the struct,
+    /// and a connection knows from its identity whether an access decision it cached still holds.
+    final class Snapshot: Sendable {
+        let state: ServingState
+        init(_ state: ServingState) { self.state = state }
+    }
+    private let box: NIOLockedValueBox<Snapshot>
+    public init(_ state: ServingState) { box = NIOLockedValueBox(Snapshot(state)) }
+    public var current: ServingState { box.withLockedValue { $0.state } }
+    var snapshot: Snapshot { box.withLockedValue { $0 } }
+    public func replace(_ state: ServingState) { box.withLockedValue { $0 = Snapshot(state) } }
 }
 
 /// The status document of `GET /v1/status` and `credd status --json` (schema version 1; no secrets).
@@ -305,8 +312,9 @@ final class AuditBatch {
         var t = now
         var parts = tm()
         var text = [CChar](repeating: 0, count: 64)
-        if localtime_r(&t, &parts) != nil, strftime(&text, text.count, "%Y-%m-%dT%H:%M:%S%z", &parts) > 0 {
-            stamp = Array(String(cString: text).utf8)
+        let count = localtime_r(&t, &parts) == nil ? 0 : strftime(&text, text.count, "%Y-%m-%dT%H:%M:%S%z", &parts)
+        if count > 0 {
+            stamp = text.prefix(count).map { UInt8(bitPattern: $0) }
         } else {
             stamp = Array("<unknown>".utf8)
         }

@@ -1,0 +1,51 @@
+"""Benchmark 2: memory. RSS idle (credentials fetched, nothing asked), then after each of several runs of
+one million requests over the Unix socket (`h2load -n`, 256 connections), to show whether it grows.
+
+RSS is VmRSS from /proc/PID/status, split into its anonymous part (heap, stacks: what credd really holds)
+and its file part (pages of the binary and libraries mapped in, shared with the page cache).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from common import Credd, h2load, proc_status, start_fake_imds, workdir
+
+
+def _rss(pid: int) -> dict:
+    st = proc_status(pid)
+    kib = lambda key: int(st.get(key, "0 kB").split()[0])  # noqa: E731
+    return {"rss_kib": kib("VmRSS"), "anon_kib": kib("RssAnon"), "file_kib": kib("RssFile"), "hwm_kib": kib("VmHWM")}
+
+
+def run(binary: Path, *, smoke: bool = False, runs: int = 3, requests: int = 1_000_000) -> dict:
+    if smoke:
+        runs, requests = 2, 20_000
+    work = workdir("memory")
+    fake = start_fake_imds()
+    credd = Credd(binary, work, imds_url=fake.url, audit=True)
+    try:
+        credd.start()
+        credd.wait_serving()
+        time.sleep(2)  # let start-up work settle (the first fetch's connection pool, the first store)
+        idle = _rss(credd.pid)
+        after = []
+        for _ in range(runs):
+            result = h2load(credd.unix_path, 256, 0, requests=requests, work=work)
+            # The audit lines of a million requests: keep the disk small (the file is opened O_APPEND).
+            with open(credd.log_path, "r+b") as f:
+                f.truncate(0)
+            time.sleep(1)
+            point = _rss(credd.pid)
+            point["requests"] = result["requests"]
+            point["errors"] = result["errors"]
+            after.append(point)
+        idle_again = None
+        if not smoke:
+            time.sleep(5)
+            idle_again = _rss(credd.pid)
+        return {"idle": idle, "after": after, "requests_per_run": requests, "idle_after_runs": idle_again}
+    finally:
+        credd.stop()
+        fake.stop()
