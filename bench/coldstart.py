@@ -12,6 +12,7 @@ inherited fd into epoll, which refuses a memfd.)
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import os
 import select
@@ -54,7 +55,9 @@ def _activated_request(credd: Credd, notify_env: dict, memfd: Optional[int]) -> 
     port = tcp.getsockname()[1]
     passed = ([(STATE, memfd)] if memfd is not None else []) + [("unix", unix.fileno()), ("tcp", tcp.fileno())]
     # systemd's protocol: the fds at 3, 4, …, LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID = the service's pid.
-    high = [os.dup2(fd, 100 + i, inheritable=True) for i, (_, fd) in enumerate(passed)]
+    # Copies above every fd in use (F_DUPFD takes the lowest free one ≥ 1000, never replaces one), which the
+    # child's shell moves to 3, 4, … and closes.
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 1000) for _, fd in passed]
     moves = " ".join(f"{3 + i}<&{fd} {fd}<&-" for i, fd in enumerate(high))
     script = f'exec {moves}; LISTEN_PID=$$ WATCHDOG_PID=$$; export LISTEN_PID WATCHDOG_PID; exec "$@"'
     env = dict(credd.env)

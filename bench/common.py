@@ -26,8 +26,15 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 sys.path.insert(0, str(REPO / "Tests" / "integration"))
 
-from support.fake_imds import FakeIMDS  # noqa: E402  (after the path change)
+from support import fake_imds as _fake_imds  # noqa: E402  (after the path change)
+from support.fake_imds import FakeIMDS  # noqa: E402
 from support.notify_harness import NotifyHarness  # noqa: E402,F401
+
+# The fake answers with two writes (headers, then body); with Nagle's algorithm on its side and delayed ACKs
+# on the client's, every answer after a connection's first waits ~40 ms for an ACK. EC2's IMDS does not:
+# the benchmarks run the fake with TCP_NODELAY (http.server's own switch), so it costs what it should.
+NO_NAGLE = "disable_nagle_algorithm"
+setattr(_fake_imds._Handler, NO_NAGLE, True)
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SERVER_CPU = 0
@@ -164,9 +171,11 @@ class StandaloneFakeIMDS:
     not share its interpreter with the server it talks to."""
 
     def __init__(self, delay: str = "0") -> None:
-        script = REPO / "Tests" / "integration" / "support" / "fake_imds.py"
+        support = REPO / "Tests" / "integration" / "support"
+        run = (f"import sys; sys.path.insert(0, {str(support)!r}); import fake_imds; "
+               f"fake_imds._Handler.{NO_NAGLE} = True; sys.exit(fake_imds.main(sys.argv[1:]))")
         self.process = subprocess.Popen(
-            [sys.executable, str(script), "--port", "0", "--delay", delay],
+            [sys.executable, "-c", run, "--port", "0", "--delay", delay],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
             start_new_session=True)
         line = self.process.stdout.readline().strip()
@@ -408,6 +417,24 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
+class ChildCPU:
+    """CPU seconds used by the child processes that finished inside the `with` block (the load tool), and
+    the wall time: their ratio says whether the load tool, rather than the server, was the limit."""
+
+    def __enter__(self) -> "ChildCPU":
+        import resource
+
+        u = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self._cpu0, self._t0 = u.ru_utime + u.ru_stime, time.monotonic()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import resource
+
+        u = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.cpu, self.wall = u.ru_utime + u.ru_stime - self._cpu0, time.monotonic() - self._t0
+
+
 def wrk(url: str, connections: int, duration: float, token_file: Optional[Path], cpu: Optional[int] = LOAD_CPU) -> dict:
     """wrk with one thread; the token (if any) is read by wrk_token.lua from $CREDD_BENCH_TOKEN_FILE."""
     need("wrk", "wrk")
@@ -417,11 +444,12 @@ def wrk(url: str, connections: int, duration: float, token_file: Optional[Path],
         env["CREDD_BENCH_TOKEN_FILE"] = str(token_file)
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "--timeout", "5s",
             "-s", str(WRK_SCRIPT), url]
-    out = subprocess.run(pinned(cpu, argv), env=env, capture_output=True, text=True, timeout=duration + 60)
+    with ChildCPU() as used:
+        out = subprocess.run(pinned(cpu, argv), env=env, capture_output=True, text=True, timeout=duration + 60)
     text = out.stdout
     if out.returncode != 0 or "Requests/sec" not in text:
         raise BenchError(f"wrk failed (exit {out.returncode}): {out.stderr.strip()[-500:]}")
-    result = {"tool": "wrk", "connections": connections}
+    result = {"tool": "wrk", "connections": connections, "load_cpu": used.cpu / max(used.wall, 1e-6)}
     result["rps"] = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
     result["requests"] = int(re.search(r"(\d+) requests in", text).group(1))
     for pct in ("50", "90", "99"):
@@ -450,13 +478,15 @@ def h2load(unix_path: Path, connections: int, duration: float, cpu: Optional[int
         argv += [f"-D{max(1, round(duration))}", "--warm-up-time=1"]
     argv += ["--log-file", str(log), "http://localhost/v1/credentials"]
     try:
-        out = subprocess.run(pinned(cpu, argv), capture_output=True, text=True,
-                             timeout=(duration if requests is None else 600) + 60)
+        with ChildCPU() as used:
+            out = subprocess.run(pinned(cpu, argv), capture_output=True, text=True,
+                                 timeout=(duration if requests is None else 600) + 60)
         text = out.stdout
         m = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", text)
         if out.returncode != 0 or not m:
             raise BenchError(f"h2load failed (exit {out.returncode}): {(out.stderr or text).strip()[-500:]}")
-        result = {"tool": "h2load", "connections": connections, "rps": float(m.group(3))}
+        result = {"tool": "h2load", "connections": connections, "rps": float(m.group(3)),
+                  "load_cpu": used.cpu / max(used.wall, 1e-6)}
         r = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
                       r"(\d+) errored, (\d+) timeout", text)
         s = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)

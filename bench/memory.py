@@ -19,6 +19,20 @@ def _rss(pid: int) -> dict:
     return {"rss_kib": kib("VmRSS"), "anon_kib": kib("RssAnon"), "file_kib": kib("RssFile"), "hwm_kib": kib("VmHWM")}
 
 
+def _by_mapping(pid: int, top: int = 6) -> list[tuple[str, int]]:
+    """Resident KiB per mapped file (anonymous memory as "[anon]"), largest first."""
+    sizes: dict[str, int] = {}
+    name = "[anon]"
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            first = line.split()
+            if first and "-" in first[0] and not first[0].endswith(":"):
+                name = Path(first[5]).name if len(first) > 5 and first[5].startswith("/") else "[anon]"
+            elif line.startswith("Rss:"):
+                sizes[name] = sizes.get(name, 0) + int(first[1])
+    return sorted(sizes.items(), key=lambda kv: -kv[1])[:top]
+
+
 def run(binary: Path, *, smoke: bool = False, runs: int = 3, requests: int = 1_000_000) -> dict:
     if smoke:
         runs, requests = 2, 20_000
@@ -30,6 +44,7 @@ def run(binary: Path, *, smoke: bool = False, runs: int = 3, requests: int = 1_0
         credd.wait_serving()
         time.sleep(2)  # let start-up work settle (the first fetch's connection pool, the first store)
         idle = _rss(credd.pid)
+        idle["mappings"] = _by_mapping(credd.pid)
         after = []
         for _ in range(runs):
             result = h2load(credd.unix_path, 256, 0, requests=requests, work=work)
@@ -38,6 +53,7 @@ def run(binary: Path, *, smoke: bool = False, runs: int = 3, requests: int = 1_0
                 f.truncate(0)
             time.sleep(1)
             point = _rss(credd.pid)
+            point["mappings"] = _by_mapping(credd.pid)
             point["requests"] = result["requests"]
             point["errors"] = result["errors"]
             after.append(point)

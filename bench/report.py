@@ -23,6 +23,10 @@ def _mb(kib: int) -> str:
     return f"{kib / 1024:.1f}"
 
 
+def _pct(point: dict, key: str) -> str:
+    return f"{100 * point[key]:.0f}" if point.get(key) is not None else "?"
+
+
 def _section_error(name: str, result: dict) -> list[str]:
     if "skipped" in result:
         return [f"Skipped: {result['skipped']}.", ""]
@@ -31,10 +35,13 @@ def _section_error(name: str, result: dict) -> list[str]:
 
 def throughput(r: dict) -> list[str]:
     out = [f"Median of {r['repeat']} runs of {r['duration_s']:g} s per point, credd and nginx alternating. "
-           "rps: requests per second; p99 in ms; errors: failed requests and non-2xx answers, all runs.", "",
+           "rps: requests per second; p99 in ms; errors: failed requests and non-2xx answers, all runs; "
+           "CPU: the busy share of its core for the server and for the load tool (credd, nginx) — a load tool "
+           "near 100 % means the point measures the tool's limit, not the server's.", "",
            "| transport | conns | credd rps | nginx rps | credd/nginx | credd p99 | nginx p99 | p99 ratio "
-           "| credd audit off rps | audit off/nginx | errors credd/off/nginx |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+           "| credd audit off rps | audit off/nginx | errors credd/off/nginx | server CPU % credd/nginx "
+           "| load tool CPU % credd/nginx |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     verdicts = []
     for p in r["points"]:
         c, n, q = p["credd"], p["nginx"], p["credd-audit-off"]
@@ -44,7 +51,8 @@ def throughput(r: dict) -> list[str]:
         tool = "wrk, TCP" if p["transport"] == "tcp" else "h2load, Unix"
         out.append(f"| {tool} | {p['connections']} | {c['rps']:,.0f} | {n['rps']:,.0f} | {ratio:.2f} | "
                    f"{c['p99_ms']:.2f} | {n['p99_ms']:.2f} | {p99:.2f} | {q['rps']:,.0f} | {qratio:.2f} | "
-                   f"{c['errors']}/{q['errors']}/{n['errors']} |")
+                   f"{c['errors']}/{q['errors']}/{n['errors']} | {_pct(c, 'server_cpu')}/{_pct(n, 'server_cpu')} | "
+                   f"{_pct(c, 'load_cpu')}/{_pct(n, 'load_cpu')} |")
         if p["connections"] in (16, 256):
             verdicts.append(f"rps ratio ≥ {TARGET_RPS_RATIO} at {p['connections']} over {p['transport']}: "
                             f"{ratio:.2f}, {_mark(ratio >= TARGET_RPS_RATIO)}")
@@ -71,6 +79,10 @@ def memory(r: dict) -> list[str]:
     if r.get("idle_after_runs"):
         j = r["idle_after_runs"]
         out.append(f"| idle again, 5 s later | {_mb(j['rss_kib'])} | {_mb(j['anon_kib'])} | {_mb(j['file_kib'])} |")
+    for label, point in (("idle", i), ("after the last run", r["after"][-1])):
+        if point.get("mappings"):
+            out += ["", f"Largest parts of the RSS {label}: "
+                    + ", ".join(f"{name} {kib / 1024:.1f} MB" for name, kib in point["mappings"]) + "."]
     first, last = r["after"][0]["rss_kib"], r["after"][-1]["rss_kib"]
     growth = last - first
     loaded = max(a["rss_kib"] for a in r["after"])

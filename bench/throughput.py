@@ -11,13 +11,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common import Credd, Nginx, h2load, median, start_fake_imds, workdir, wrk
+import time
+
+from common import Credd, Nginx, cpu_seconds, h2load, median, start_fake_imds, workdir, wrk
 
 
 def _measure(target: dict, transport: str, connections: int, duration: float, work: Path) -> dict:
+    """One run; adds the server's CPU use (its busy fraction of the run's wall time)."""
+    pid = target["pid"]()
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
     if transport == "tcp":
-        return wrk(target["url"], connections, duration, target.get("token_file"))
-    return h2load(target["unix"], connections, duration, work=work)
+        result = wrk(target["url"], connections, duration, target.get("token_file"))
+    else:
+        result = h2load(target["unix"], connections, duration, work=work)
+    result["server_cpu"] = (cpu_seconds(pid) - cpu0) / max(time.monotonic() - t0, 1e-6)
+    return result
 
 
 def _truncate(path: Path) -> None:
@@ -44,10 +52,11 @@ def run(binary: Path, *, smoke: bool = False, repeat: int = 3, duration: float =
         nginx = Nginx(work / "nginx", body).start()
         targets = {
             "credd": {"url": f"http://127.0.0.1:{credd.tcp_port}/v1/credentials", "token_file": credd.token_file,
-                      "unix": credd.unix_path},
+                      "unix": credd.unix_path, "pid": lambda: credd.pid},
             "credd-audit-off": {"url": f"http://127.0.0.1:{quiet.tcp_port}/v1/credentials",
-                                "token_file": quiet.token_file, "unix": quiet.unix_path},
-            "nginx": {"url": f"http://127.0.0.1:{nginx.tcp_port}/v1/credentials", "unix": nginx.unix_path},
+                                "token_file": quiet.token_file, "unix": quiet.unix_path, "pid": lambda: quiet.pid},
+            "nginx": {"url": f"http://127.0.0.1:{nginx.tcp_port}/v1/credentials", "unix": nginx.unix_path,
+                      "pid": lambda: nginx.worker_pids()[0]},
         }
 
         # The audit line is the point of audit-on: prove one line per answered request in a short run.
@@ -73,6 +82,8 @@ def run(binary: Path, *, smoke: bool = False, repeat: int = 3, duration: float =
                         "errors": sum(r["errors"] for r in results),
                         "requests": sum(r["requests"] for r in results),
                         "runs": [round(r["rps"]) for r in results],
+                        "server_cpu": median([r["server_cpu"] for r in results]),
+                        "load_cpu": median([r["load_cpu"] for r in results]),
                     }
                 points.append(point)
         return {"points": points, "repeat": repeat, "duration_s": duration, "audit_check": audit_check}
