@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     parser.add_argument("--credd", help="credd binary (default: $CREDD_BIN, else .build/release/credd)")
     parser.add_argument("--only", help="comma-separated subset of: " + ", ".join(BENCHMARKS))
     parser.add_argument("--out", help="README to write the results into (default: bench/README.md; smoke: a temp file)")
-    parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument("--json", help="write the raw results here (default for a full run: bench/results/latest.json)")
     parser.add_argument("--repeat", type=int, default=3, help="throughput runs per point (median reported)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per throughput run")
     args = parser.parse_args(argv)
@@ -66,6 +66,7 @@ def main(argv=None) -> int:
             if name == "throughput":
                 kwargs.update(repeat=args.repeat, duration=args.duration)
             results[name] = module.run(binary, **kwargs)
+            results[name]["measured_at"] = time.time()
             if "skipped" in results[name]:
                 print(f"bench: {name} skipped: {results[name]['skipped']}", file=sys.stderr)
         except common.BenchError as e:
@@ -85,9 +86,18 @@ def main(argv=None) -> int:
         out = Path(tempfile.mkdtemp(prefix="credd-bench-smoke-")) / "README.md"
     else:
         out = common.BENCH_DIR / "README.md"
+    raw = Path(args.json) if args.json else (None if args.smoke or args.out else common.BENCH_DIR / "results" / "latest.json")
+    if raw and not args.smoke and args.only and raw.exists():
+        # A partial run (--only) keeps the other sections of the last run, each with the time it was measured.
+        previous = json.loads(raw.read_text())
+        if previous.get("credd") == results["credd"] and not previous.get("smoke"):
+            for name in BENCHMARKS:
+                if name not in only and name in previous:
+                    results[name] = previous[name]
     report.write(out, results)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    if raw:
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        raw.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"bench: results written to {out}", file=sys.stderr)
     if failed:
         print(f"bench: could not run: {', '.join(failed)}", file=sys.stderr)

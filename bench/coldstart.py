@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from common import BenchError, Credd, NotifyHarness, free_port, http_get, median, start_fake_imds, workdir
+from common import BenchError, Credd, http_get, median, start_fake_imds, workdir
+from support.notify_harness import NotifyHarness  # on the path common set up
 
 STATE = "credd-state"
 

@@ -28,7 +28,6 @@ sys.path.insert(0, str(REPO / "Tests" / "integration"))
 
 from support import fake_imds as _fake_imds  # noqa: E402  (after the path change)
 from support.fake_imds import FakeIMDS  # noqa: E402
-from support.notify_harness import NotifyHarness  # noqa: E402,F401
 
 # The fake answers with two writes (headers, then body); with Nagle's algorithm on its side and delayed ACKs
 # on the client's, every answer after a connection's first waits ~40 ms for an ACK. EC2's IMDS does not:

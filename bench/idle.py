@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from common import Credd, NotifyHarness, context_switches, cpu_seconds, start_fake_imds, workdir
+from common import Credd, context_switches, cpu_seconds, start_fake_imds, workdir
+from support.notify_harness import NotifyHarness  # on the path common set up
 
 WATCHDOG_USEC = 30_000_000
 

@@ -42,6 +42,9 @@ def throughput(r: dict) -> list[str]:
            "| credd audit off rps | audit off/nginx | errors credd/off/nginx | server CPU % credd/nginx "
            "| load tool CPU % credd/nginx |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
+    if r.get("discarded_runs"):
+        out.insert(1, f"{r['discarded_runs']} run(s) where neither the server's core nor the load tool's was busy "
+                   "(another process had the CPU) were measured again; a point marked † had no undisturbed run.")
     verdicts = []
     for p in r["points"]:
         c, n, q = p["credd"], p["nginx"], p["credd-audit-off"]
@@ -49,6 +52,8 @@ def throughput(r: dict) -> list[str]:
         qratio = q["rps"] / n["rps"] if n["rps"] else 0
         p99 = c["p99_ms"] / n["p99_ms"] if n["p99_ms"] else 0
         tool = "wrk, TCP" if p["transport"] == "tcp" else "h2load, Unix"
+        if any(p[k].get("contended") for k in ("credd", "credd-audit-off", "nginx")):
+            tool += " †"
         out.append(f"| {tool} | {p['connections']} | {c['rps']:,.0f} | {n['rps']:,.0f} | {ratio:.2f} | "
                    f"{c['p99_ms']:.2f} | {n['p99_ms']:.2f} | {p99:.2f} | {q['rps']:,.0f} | {qratio:.2f} | "
                    f"{c['errors']}/{q['errors']}/{n['errors']} | {_pct(c, 'server_cpu')}/{_pct(n, 'server_cpu')} | "
@@ -170,6 +175,10 @@ def render(results: dict) -> str:
         lines.append(f"### {title}")
         lines.append("")
         r = results[key]
+        at = r.get("measured_at")
+        if at and abs(at - results["finished"]) > 3600:
+            lines += [f"Measured {_dt.datetime.fromtimestamp(at, _dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} "
+                      "(an earlier run; this run did not repeat it).", ""]
         lines += _section_error(key, r) if ("error" in r or "skipped" in r) else fn(r)
     lines.append(END)
     return "\n".join(lines) + "\n"
