@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -99,6 +100,9 @@ def main(argv=None) -> int:
         raw.parent.mkdir(parents=True, exist_ok=True)
         raw.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"bench: results written to {out}", file=sys.stderr)
+    if not failed:
+        for path in common.WORKDIRS:
+            shutil.rmtree(path, ignore_errors=True)
     if failed:
         print(f"bench: could not run: {', '.join(failed)}", file=sys.stderr)
         for name in failed:

@@ -67,9 +67,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+WORKDIRS: list[Path] = []
+
+
 def workdir(prefix: str) -> Path:
-    """A fresh directory under /tmp: short enough for Unix socket paths (108 bytes)."""
-    return Path(tempfile.mkdtemp(prefix=f"credd-bench-{prefix}-", dir="/tmp"))
+    """A fresh directory under /tmp: short enough for Unix socket paths (108 bytes). bench.py removes them
+    after a run in which every benchmark ran, and keeps them (with the daemons' logs) otherwise."""
+    path = Path(tempfile.mkdtemp(prefix=f"credd-bench-{prefix}-", dir="/tmp"))
+    WORKDIRS.append(path)
+    return path
 
 
 def cpus() -> int:
