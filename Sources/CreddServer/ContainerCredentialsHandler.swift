@@ -70,6 +70,99 @@ enum CheckedHeader {
     }
 }
 
+/// What credd makes of a request head before reading any state: the hygiene verdict, the route, the values the
+/// access check needs. A function of the head alone, so a request repeated byte for byte is not decoded again.
+struct RequestFacts {
+    let keepAlive: Bool
+    let isHead: Bool
+    let authorization: String?
+    private(set) var outcome: Result<Route, HTTPError>
+    private(set) var rejectionKeepsAlive: Bool
+    private(set) var metricsRoute: MetricsRoute
+    /// The Host value, when it named loopback (the handler remembers it to skip the check next time).
+    private(set) var loopbackHost: String?
+
+    init(_ head: HTTPRequestHead, knownLoopbackHost: String?) {
+        let keepAlive = head.isKeepAlive
+        self.keepAlive = keepAlive
+        if case .HEAD = head.method { isHead = true } else { isHead = false }
+        // Request hygiene first: size, body, duplicate or hostile headers.
+        var headerBytes = head.uri.utf8.count + 16
+        var hosts = 0
+        var authorizations = 0
+        var host: String?
+        var authorization: String?
+        var hasOrigin = false
+        var hasBody = false
+        for (name, value) in head.headers {
+            headerBytes += name.utf8.count + value.utf8.count + 4
+            switch CheckedHeader(name) {
+            case .host:
+                hosts += 1
+                host = value
+            case .authorization:
+                authorizations += 1
+                authorization = value
+            case .origin: hasOrigin = true
+            case .contentLength: hasBody = hasBody || value != "0"
+            case .transferEncoding: hasBody = true
+            case nil: break
+            }
+        }
+        self.authorization = authorization
+        loopbackHost = nil
+        metricsRoute = .other
+        rejectionKeepsAlive = keepAlive
+        if headerBytes > maximumHeaderBytes {
+            outcome = .failure(HTTPError(.requestHeaderFieldsTooLarge, "HeadersTooLarge", "the request headers exceed \(maximumHeaderBytes) bytes.", close: true))
+            rejectionKeepsAlive = false
+            return
+        }
+        if hasBody {
+            outcome = .failure(HTTPError(.badRequest, "UnexpectedBody", "requests to credd carry no body.", close: true))
+            rejectionKeepsAlive = false
+            return
+        }
+        if hosts > 1 || authorizations > 1 {
+            outcome = .failure(HTTPError(.badRequest, "DuplicateHeader", "the request repeats the \(hosts > 1 ? "Host" : "Authorization") header.", close: true))
+            rejectionKeepsAlive = false
+            return
+        }
+        if hasOrigin {
+            outcome = .failure(HTTPError(.forbidden, "ForbiddenOrigin", "requests with an Origin header (browsers) are refused."))
+            return
+        }
+        if let host, host != knownLoopbackHost {
+            guard AccessPolicy.isLoopbackHost(host) else {
+                outcome = .failure(HTTPError(.forbidden, "ForbiddenHost", "the Host header must name a loopback address (127.0.0.1, ::1 or localhost)."))
+                return
+            }
+            loopbackHost = host
+        }
+        let route: Route
+        if case .GET = head.method, head.uri == "/v1/credentials" {
+            route = .credentials(set: "default")  // what Router.route answers, for the request nearly every SDK sends
+        } else {
+            switch Router.route(method: head.method, uri: head.uri) {
+            case .success(let r): route = r
+            case .failure(let e):
+                outcome = .failure(e)
+                return
+            }
+        }
+        outcome = .success(route)
+        metricsRoute = MetricsRoute(route)
+    }
+}
+
+/// The last request a connection sent alone in one read (its bytes, the head the decoder made of them, and
+/// the facts). The same bytes again, read at a message boundary, are the same request.
+struct RepeatedRequest {
+    let bytes: ByteBuffer
+    let head: HTTPRequestHead
+    let facts: RequestFacts
+}
+
 /// Answers container-credentials requests on one connection, in order, with keep-alive.
 final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
@@ -78,6 +171,8 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
     private let listener: ListenerContext
     private let activity: ConnectionActivity
     private var peer: Peer = .tcp(remote: "?")
+    /// This handler's context, for answers to repeated requests that never reach the decoder.
+    private var context: ChannelHandlerContext?
     private var unit: String?
     private var needsFlush = false
     private var closeAfterFlush = false
@@ -102,6 +197,13 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
 
     func handlerAdded(context: ChannelHandlerContext) {
         auditBatch = listener.audit.batch(on: context.eventLoop)
+        self.context = context
+        activity.responder = self
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        activity.responder = nil
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -137,6 +239,7 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
+        activity.notePart(part)
         if waiting || closeAfterFlush {
             if !closeAfterFlush { queued.append(part) }
             return
@@ -191,60 +294,33 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
     private var answeringHead = false
 
     private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
-        let keepAlive = head.isKeepAlive
-        answeringHead = head.method == .HEAD
+        let facts = RequestFacts(head, knownLoopbackHost: loopbackHost)
+        activity.noteHead(head, facts: facts)
+        if let host = facts.loopbackHost { loopbackHost = host }
+        answer(facts, head: head, context: context)
+    }
+
+    /// Answers a request whose bytes repeat, exactly, the last request this connection sent alone in one
+    /// read: the decoder would make the same head of them, so what credd made of it holds (`RequestFacts`).
+    func answerRepeated(_ request: RepeatedRequest) {
+        guard let context else { return }
+        answer(request.facts, head: request.head, context: context)
+    }
+
+    /// Whether a read may be answered from `RepeatedRequest` now: nothing waits or queues before it.
+    var readyForRepeat: Bool { !waiting && !closeAfterFlush && queued.isEmpty && context != nil }
+
+    private func answer(_ facts: RequestFacts, head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let keepAlive = facts.keepAlive
+        answeringHead = facts.isHead
         metricsRoute = .other  // metrics
-        // Request hygiene first: size, body, duplicate or hostile headers.
-        var headerBytes = head.uri.utf8.count + 16
-        var hosts = 0
-        var authorizations = 0
-        var host: String?
-        var authorization: String?
-        var hasOrigin = false
-        var hasBody = false
-        for (name, value) in head.headers {
-            headerBytes += name.utf8.count + value.utf8.count + 4
-            switch CheckedHeader(name) {
-            case .host:
-                hosts += 1
-                host = value
-            case .authorization:
-                authorizations += 1
-                authorization = value
-            case .origin: hasOrigin = true
-            case .contentLength: hasBody = hasBody || value != "0"
-            case .transferEncoding: hasBody = true
-            case nil: break
-            }
-        }
-        if headerBytes > maximumHeaderBytes {
-            return fail(HTTPError(.requestHeaderFieldsTooLarge, "HeadersTooLarge", "the request headers exceed \(maximumHeaderBytes) bytes.", close: true), keepAlive: false, context: context)
-        }
-        if hasBody {
-            return fail(HTTPError(.badRequest, "UnexpectedBody", "requests to credd carry no body.", close: true), keepAlive: false, context: context)
-        }
-        if hosts > 1 || authorizations > 1 {
-            return fail(HTTPError(.badRequest, "DuplicateHeader", "the request repeats the \(hosts > 1 ? "Host" : "Authorization") header.", close: true), keepAlive: false, context: context)
-        }
-        if hasOrigin {
-            return fail(HTTPError(.forbidden, "ForbiddenOrigin", "requests with an Origin header (browsers) are refused."), keepAlive: keepAlive, context: context)
-        }
-        if let host, host != loopbackHost {
-            guard AccessPolicy.isLoopbackHost(host) else {
-                return fail(HTTPError(.forbidden, "ForbiddenHost", "the Host header must name a loopback address (127.0.0.1, ::1 or localhost)."), keepAlive: keepAlive, context: context)
-            }
-            loopbackHost = host
-        }
         let route: Route
-        if head.method == .GET && head.uri == "/v1/credentials" {
-            route = .credentials(set: "default")  // what Router.route answers, for the request nearly every SDK sends
-        } else {
-            switch Router.route(method: head.method, uri: head.uri) {
-            case .success(let r): route = r
-            case .failure(let e): return fail(e, keepAlive: keepAlive, context: context)
-            }
+        switch facts.outcome {
+        case .failure(let error): return fail(error, keepAlive: facts.rejectionKeepsAlive, context: context)
+        case .success(let r): route = r
         }
-        metricsRoute = MetricsRoute(route)  // metrics
+        let authorization = facts.authorization
+        metricsRoute = facts.metricsRoute  // metrics
         let snapshot = listener.state.snapshot
         let state = snapshot.state
         switch route {
@@ -283,7 +359,8 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
     }
 
     private func maybeHead(_ buffer: ByteBuffer, _ head: HTTPRequestHead) -> ByteBuffer {
-        head.method == .HEAD ? ResponseBytes.headOnly(buffer) : buffer
+        if case .HEAD = head.method { return ResponseBytes.headOnly(buffer) }
+        return buffer
     }
 
     private func audit(set: String, status: UInt, key: String?, state: ServingState) {
@@ -302,7 +379,7 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
     ) {
         if let prepared = set.current, state.policy.isServable(expiration: prepared.servedExpiration, now: Date()) {
             audit(set: set.name, status: 200, key: prepared.keySuffix, state: state)
-            if keepAlive && head.method == .GET && head.version.minor == 1 {
+            if case .GET = head.method, keepAlive, head.version.minor == 1 {
                 write(prepared.response, context: context, close: false)  // the hot path: bytes prepared once
             } else {
                 var buffer = prepared.response
@@ -390,6 +467,8 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
 
     func channelInactive(context: ChannelHandlerContext) {
         queued.removeAll()
+        self.context = nil
+        activity.responder = nil
         context.fireChannelInactive()
     }
 }
@@ -404,6 +483,17 @@ final class ConnectionActivity {
     private var check: Scheduled<Void>?
     private var checkAt: NIODeadline = .distantFuture
     private var channel: (any Channel)?
+
+    /// The connection's handler, while it is in the pipeline (set and cleared by the handler).
+    var responder: ContainerCredentialsHandler?
+    /// The last request sent alone in one read, and whether the decoder stands between two messages now.
+    private var repeated: RepeatedRequest?
+    private var atBoundary = true
+    /// What the decoder passed on during the current read.
+    private var headsThisRead = 0
+    private var endsThisRead = 0
+    private var lastPartWasEnd = false
+    private var headThisRead: (head: HTTPRequestHead, facts: RequestFacts)?
 
     init(headerTimeout: TimeAmount, idleTimeout: TimeAmount) {
         self.headerTimeout = headerTimeout
@@ -422,6 +512,57 @@ final class ConnectionActivity {
         check?.cancel()
         check = nil
         channel = nil
+        repeated = nil
+        headThisRead = nil
+    }
+
+    func notePart(_ part: HTTPServerRequestPart) {
+        switch part {
+        case .head:
+            headsThisRead += 1
+            lastPartWasEnd = false
+        case .body:
+            lastPartWasEnd = false
+        case .end:
+            endsThisRead += 1
+            lastPartWasEnd = true
+        }
+    }
+
+    func noteHead(_ head: HTTPRequestHead, facts: RequestFacts) {
+        headThisRead = (head, facts)
+    }
+
+    /// The request `bytes` repeat, when they are byte for byte the last request sent alone in one read and the
+    /// decoder is between two messages: a pure function of the bytes, it would decode to the same head.
+    func repeatedRequest(_ bytes: ByteBuffer) -> RepeatedRequest? {
+        guard atBoundary, let repeated, repeated.bytes == bytes else { return nil }
+        return repeated
+    }
+
+    func beginRead() {
+        headsThisRead = 0
+        endsThisRead = 0
+        lastPartWasEnd = false
+        headThisRead = nil
+    }
+
+    /// After the decoder and the handler went through `bytes`: does the decoder stand between two messages (the
+    /// read ended with a whole message, and a head only ends at its empty line: credd refuses bodies), and was
+    /// this read one whole request, worth remembering?
+    func endRead(_ bytes: ByteBuffer) {
+        let wasAtBoundary = atBoundary
+        let endsWithEmptyLine = bytes.readableBytes >= 4
+            && bytes.getInteger(at: bytes.writerIndex - 4, as: UInt32.self) == 0x0D0A_0D0A
+        atBoundary = lastPartWasEnd && endsWithEmptyLine && (responder?.readyForRepeat ?? false)
+        if atBoundary && wasAtBoundary && headsThisRead == 1 && endsThisRead == 1, let (head, facts) = headThisRead,
+            bytes.readableBytes <= maximumHeaderBytes, repeated?.bytes != bytes
+        {
+            var copy = ByteBufferAllocator().buffer(capacity: bytes.readableBytes)
+            copy.writeImmutableBuffer(bytes)  // not the read buffer itself: NIO reuses it when no one holds it
+            repeated = RepeatedRequest(bytes: copy, head: head, facts: facts)
+        }
+        headThisRead = nil
     }
 
     /// After a read that left a request head incomplete, make sure the check comes in time.
@@ -483,11 +624,22 @@ final class ActivityTracker: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let bytes = unwrapInboundIn(data)
+        if !activity.receiving, let responder = activity.responder, responder.readyForRepeat,
+            let repeated = activity.repeatedRequest(bytes)
+        {
+            // The same request again (SDKs repeat theirs on a kept-alive connection): answered as before.
+            activity.lastActivity = .now()
+            responder.answerRepeated(repeated)
+            return
+        }
         if !activity.receiving {
             activity.receiving = true
             activity.since = .now()
             activity.lastActivity = activity.since
         }
+        activity.beginRead()
         context.fireChannelRead(data)
+        activity.endRead(bytes)
     }
 }

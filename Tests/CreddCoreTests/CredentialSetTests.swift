@@ -113,7 +113,7 @@ final class Counter: @unchecked Sendable {
     var value: Int { lock.lock(); defer { lock.unlock() }; return n }
 }
 
-func waitUntil(timeout: Duration = .seconds(5), _ condition: @Sendable () -> Bool) async throws {
+func waitUntil(timeout: Duration = .seconds(30), _ condition: @Sendable () -> Bool) async throws {
     let deadline = ContinuousClock.now + timeout
     while !condition() {
         if ContinuousClock.now > deadline { Issue.record("condition not met in time"); return }
