@@ -185,7 +185,9 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
     private var loopbackHost: String?
     /// The last credential request allowed on this connection: under the same state, for the same set and the
     /// same Authorization value (one the policy accepted), the answer is the same. Any change checks again.
-    private var allowed: (snapshot: ServingStateBox.Snapshot, set: String, authorization: String?)?
+    private var allowed: (snapshot: ServingStateBox.Snapshot, set: ServedSet, authorization: String?)?
+    /// The request counters of the set this connection asked for last.
+    private var requestCounters: CreddMetrics.SetRequestCounters?
     /// This event loop's audit batch, when audit lines bypass the logger, and this connection's line.
     private var auditBatch: AuditBatch?
     private var auditTemplate: AuditLineTemplate?
@@ -325,16 +327,19 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
         let state = snapshot.state
         switch route {
         case .credentials(let name):
-            guard let set = state.sets[name] else {
-                return fail(HTTPError(.notFound, "UnknownSet", "no credential set named \"\(name)\" is configured."), keepAlive: keepAlive, context: context)
-            }
-            if let allowed, allowed.snapshot === snapshot, allowed.set == name, allowed.authorization == authorization {
-                // Allowed before on this connection, by this policy, with this very value.
-            } else if let denied = state.access.check(set: name, peer: peer, authorization: authorization) {
-                audit(set: name, status: denied.reason == .missingToken ? 401 : 403, key: nil, state: state)
-                return fail(HTTPError(denied), keepAlive: keepAlive, context: context)
+            let set: ServedSet
+            if let allowed, allowed.snapshot === snapshot, allowed.set.name == name, allowed.authorization == authorization {
+                set = allowed.set  // allowed before on this connection, by this policy, with this very value
             } else {
-                allowed = (snapshot, name, authorization)
+                guard let named = state.sets[name] else {
+                    return fail(HTTPError(.notFound, "UnknownSet", "no credential set named \"\(name)\" is configured."), keepAlive: keepAlive, context: context)
+                }
+                if let denied = state.access.check(set: name, peer: peer, authorization: authorization) {
+                    audit(set: name, status: denied.reason == .missingToken ? 401 : 403, key: nil, state: state)
+                    return fail(HTTPError(denied), keepAlive: keepAlive, context: context)
+                }
+                set = named
+                allowed = (snapshot, named, authorization)
             }
             answerCredentials(set: set, state: state, head: head, keepAlive: keepAlive, context: context, mayWait: true)
         case .health:
@@ -364,7 +369,10 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
     }
 
     private func audit(set: String, status: UInt, key: String?, state: ServingState) {
-        listener.metrics?.credentialRequest(set: set, status: status)  // metrics
+        if let metrics = listener.metrics {  // metrics
+            if requestCounters?.name != set { requestCounters = metrics.requestCounters(set: set) }
+            requestCounters?.count(status: status)
+        }
         guard state.auditEnabled else { return }
         if let auditBatch {
             if auditTemplate == nil { auditTemplate = auditBatch.template(peer: peer, unit: unit) }

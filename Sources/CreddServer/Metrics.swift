@@ -153,14 +153,27 @@ public final class CreddMetrics: CredentialSetObserver, Sendable {
 
     /// Counts one credential request for set `name` answered with `status`.
     public func credentialRequest(set name: String, status: UInt) {
-        let index = Self.statusIndex(status, in: Self.credentialStatuses)
-        let counter = mutable.withLockedValue { m -> CoreMetrics.Counter in
-            if let counters = m.requests[name] { return counters[index] }
+        requestCounters(set: name).count(status: status)
+    }
+
+    /// The request counters of set `name`, for a connection to keep: counting is then one atomic add.
+    public func requestCounters(set name: String) -> SetRequestCounters {
+        SetRequestCounters(name: name, counters: mutable.withLockedValue { m in
+            if let counters = m.requests[name] { return counters }
             let counters = makeRequestCounters(name)
             m.requests[name] = counters
-            return counters[index]
+            return counters
+        })
+    }
+
+    /// One set's `credd_credential_requests_total` series, by status.
+    public struct SetRequestCounters: Sendable {
+        public let name: String
+        let counters: [CoreMetrics.Counter]
+
+        public func count(status: UInt) {
+            counters[CreddMetrics.statusIndex(status, in: CreddMetrics.credentialStatuses)].increment()
         }
-        counter.increment()
     }
 
     @inline(__always)

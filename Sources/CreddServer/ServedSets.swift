@@ -278,7 +278,12 @@ final class AuditBatch {
                 buffer.writeString(set)
             case .status:
                 buffer.writeStaticString(" credd.status=")
-                buffer.writeString(String(status))
+                switch status {
+                case 200: buffer.writeStaticString("200")
+                case 403: buffer.writeStaticString("403")
+                case 503: buffer.writeStaticString("503")
+                default: buffer.writeString(String(status))
+                }
             }
         }
         buffer.writeBytes(Self.message)
