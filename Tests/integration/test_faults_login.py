@@ -83,6 +83,38 @@ def test_sign_in_failing_while_serving_keeps_the_valid_credentials_without_makin
         credd.stop()
 
 
+@pytest.mark.parametrize("mode", ["500", "revoked"])
+def test_starting_while_sign_in_fails_serves_the_cached_credentials_until_they_expire(credd_bin, tmp_path, signin, mode):
+    """credd starts with a cache whose credentials have 5 minutes left (inside the refresh window) while
+    Sign-In fails: it serves them (they are valid) instead of answering 503, and takes the refreshed ones
+    once Sign-In answers again (or, for a refused session, once `aws login` writes a new one)."""
+    credd, fixture = login_credd(credd_bin, tmp_path, signin, expires_at=time.time() + 300)
+    if mode == "revoked":
+        signin.revoke_session(fixture.login_session, "TOKEN_EXPIRED")
+    else:
+        signin.fail_always(mode)
+    before = Path(fixture.cache_file).read_bytes()
+    try:
+        credd.start()
+        credd.wait_for(lambda: served_key(credd) == fixture.issued.access_key_id, 20,
+                       "credd to serve the cached credentials while Sign-In fails")
+        assert signin.token_requests >= 1, "credd tried to refresh first"
+        status = credd.status_json()
+        text = json.dumps(status)
+        assert ("LoginRequired" if mode == "revoked" else "SignIn") in text, text[:2000]
+        assert Path(fixture.cache_file).read_bytes() == before, "nothing overwritten"
+        if mode == "revoked":
+            again = signin.write_login(str(credd.home), profile="default", login_session=fixture.login_session)
+            new_key = again.issued.access_key_id
+        else:
+            signin.clear_failures()
+            new_key = None
+        credd.wait_for(lambda: (k := served_key(credd)) not in (None, fixture.issued.access_key_id)
+                       and (new_key is None or k == new_key), 40, "credd to serve refreshed credentials")
+    finally:
+        credd.stop()
+
+
 # ---- the cache directory full or read-only during a write --------------------------------------------------
 
 @needs_root

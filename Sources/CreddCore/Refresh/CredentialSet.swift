@@ -383,7 +383,12 @@ public actor CredentialSet {
                 "\(sourceError.message)",
                 metadata: ["credd.code": "\(sourceError.code)", "credd.failures": "\(status.consecutiveFailures)"])
         }
-        if let served,
+        if served == nil, let still = sourceError.stillValid, policy.isServable(expiration: still.expiration, now: t) {
+            publish(still, servedExpiration: still.expiration, extended: false)
+            logger.warning(
+                "serving the \(source.kind) source's unrefreshed credentials until they expire; credd keeps retrying",
+                metadata: ["credd.key": "…\(still.keySuffix)", "credd.expires": "\(RFC3339.format(still.expiration))"])
+        } else if let served,
             let extended = policy.staticStabilityExpiry(
                 servedExpiration: served.servedExpiration, now: t, traits: source.refreshTraits, random: random())
         {

@@ -52,11 +52,15 @@ public struct SourceError: Error, CustomStringConvertible, Sendable, Equatable {
     /// A full sentence: what failed, where, and what to do.
     public var message: String
     public var disposition: Disposition
+    /// Credentials the source still holds, unexpired, though it could not refresh them (the `aws login` cache
+    /// after Sign-In failed): a set with nothing to serve serves these until they expire rather than 503.
+    public var stillValid: Credentials?
 
-    public init(code: String, message: String, disposition: Disposition = .transient) {
+    public init(code: String, message: String, disposition: Disposition = .transient, stillValid: Credentials? = nil) {
         self.code = code
         self.message = message
         self.disposition = disposition
+        self.stillValid = stillValid
     }
 
     public var description: String { "\(code): \(message)" }

@@ -110,7 +110,19 @@ public struct LoginSource: CredentialSource {
         logger[metadataKey: "login.profile"] = "\(profile)"
         let document = try await readDocument(location)
         if isFresh(document) { return document.credentials }
+        do {
+            return try await refresh(document, location: location, logger: logger)
+        } catch var error as SourceError {
+            // The cached credentials may still have minutes left: the set can serve them meanwhile.
+            if error.stillValid == nil {
+                let newest = (try? await readDocument(location)) ?? document
+                if newest.expiresAt > now() { error.stillValid = newest.credentials }
+            }
+            throw error
+        }
+    }
 
+    private func refresh(_ document: LoginCacheDocument, location: LoginCacheLocation, logger: Logger) async throws -> Credentials {
         let lock = try await takeLock(location)
         defer { lock.release() }
         // Re-read under the lock: another credd, the CLI or an SDK may have refreshed meanwhile.
