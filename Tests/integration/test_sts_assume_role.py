@@ -302,6 +302,19 @@ def test_aws_cli_through_credd_is_the_assumed_role(fake_imds, start_credd, world
     assert ":assumed-role/credd-deploy-role/" in json.loads(proc.stdout)["Arn"]
 
 
+def test_assuming_a_role_with_instance_profile_credentials_is_capped_at_one_hour(fake_imds, start_credd, world):
+    """EC2 instance-profile credentials are a role session: AssumeRole with them is role chaining, which STS
+    refuses above 1 h ("exceeds the 1 hour session limit for roles assumed by role chaining")."""
+    world.serve_from(fake_imds)
+    credd = start_credd(imds_endpoint=fake_imds.url,
+                        credentials={"default": {"source": "imds"}, "deploy": deploy_set(world, world.url, duration="4h")})
+    credd.wait_serving("deploy")
+    answer = credentials_answer(credd.get("/v1/credentials/deploy"))
+    lifetime = parse_expiration(answer["Expiration"]).timestamp() - time.time()
+    assert lifetime <= 3600, f"role chaining from IMDS credentials is capped at 1 h, got {lifetime:.0f} s"
+    assert "capped" in credd.logs().lower() or "chaining" in credd.logs().lower(), "the cap is logged as a warning"
+
+
 def test_a_chain_of_two_assume_role_sets(fake_imds, start_credd, world):
     """deploy ← hop ← default: the second hop signs with role credentials, so its duration is capped at 1 h."""
     world.serve_from(fake_imds)

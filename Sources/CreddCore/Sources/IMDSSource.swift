@@ -156,6 +156,8 @@ public final class IMDSSource: CredentialSource {
         }
         var credentials = try IMDSParsing.credentials(body, where: settings.endpoint + path)
         credentials.accountId = await accountId(logger: logger)
+        // Instance-profile credentials are a role session: AssumeRole with them is role chaining (at most 1 h).
+        credentials.isRoleCredentials = true
         return credentials
     }
 
