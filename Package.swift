@@ -29,6 +29,8 @@ let package = Package(
         // C system libraries; only CreddCrypto imports COpenSSL and only CreddSystemd imports CSystemd.
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        // What the credd executable needs from Linux beyond Swift's Glibc module: timerfd, thread names.
+        .systemLibrary(name: "CCreddLinux"),
         .target(name: "CreddCrypto", dependencies: ["COpenSSL"], swiftSettings: swiftSettings),
         .target(
             name: "CreddSystemd",
@@ -80,12 +82,13 @@ let package = Package(
         .executableTarget(
             name: "credd",
             dependencies: [
-                "CreddCore", "CreddServer", "CreddSystemd",
+                "CreddCore", "CreddServer", "CreddSystemd", "CCreddLinux",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

