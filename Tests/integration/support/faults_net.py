@@ -45,9 +45,21 @@ class Target(NamedTuple):
         if self.kind == "tcp":
             s = socket.create_connection(self.address, timeout=timeout)
         else:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(timeout)
-            s.connect(str(self.address))
+            # With a timeout Python makes the socket non-blocking, and a Unix connect then fails with EAGAIN
+            # while the listen backlog is full instead of waiting as a blocking connect does: wait for room
+            # here, up to the timeout, like a blocking client would.
+            deadline = time.monotonic() + timeout
+            while True:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.settimeout(timeout)
+                try:
+                    s.connect(str(self.address))
+                    break
+                except BlockingIOError:
+                    s.close()
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.005)
         return s
 
     def auth_line(self) -> bytes:
