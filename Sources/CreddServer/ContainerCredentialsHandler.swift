@@ -157,10 +157,16 @@ struct RequestFacts {
 
 /// The last request a connection sent alone in one read (its bytes, the head the decoder made of them, and
 /// the facts). The same bytes again, read at a message boundary, are the same request.
-struct RepeatedRequest {
+/// A class: taking it for a repeated request costs one retain, not one per field.
+final class RepeatedRequest {
     let bytes: ByteBuffer
     let head: HTTPRequestHead
     let facts: RequestFacts
+    init(bytes: ByteBuffer, head: HTTPRequestHead, facts: RequestFacts) {
+        self.bytes = bytes
+        self.head = head
+        self.facts = facts
+    }
 }
 
 /// Answers container-credentials requests on one connection, in order, with keep-alive.
@@ -324,7 +330,7 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
         let authorization = facts.authorization
         metricsRoute = facts.metricsRoute  // metrics
         let snapshot = listener.state.snapshot
-        let state = snapshot.state
+        let state = snapshot
         switch route {
         case .credentials(let name):
             let set: ServedSet
@@ -368,7 +374,7 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
         return buffer
     }
 
-    private func audit(set: String, status: UInt, key: String?, state: ServingState) {
+    private func audit(set: String, status: UInt, key: String?, state: ServingStateBox.Snapshot) {
         if let metrics = listener.metrics {  // metrics
             if requestCounters?.name != set { requestCounters = metrics.requestCounters(set: set) }
             requestCounters?.count(status: status)
@@ -383,7 +389,7 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
     }
 
     private func answerCredentials(
-        set: ServedSet, state: ServingState, head: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext, mayWait: Bool
+        set: ServedSet, state: ServingStateBox.Snapshot, head: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext, mayWait: Bool
     ) {
         if let prepared = set.current, state.policy.isServable(expiration: prepared.servedExpiration, now: Date()) {
             audit(set: set.name, status: 200, key: prepared.keySuffix, state: state)
@@ -425,7 +431,7 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
     private func resumeAfterWait(set: ServedSet, head: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext) {
         guard context.channel.isActive else { return }
         waiting = false
-        answerCredentials(set: set, state: listener.state.current, head: head, keepAlive: keepAlive, context: context, mayWait: false)
+        answerCredentials(set: set, state: listener.state.snapshot, head: head, keepAlive: keepAlive, context: context, mayWait: false)
         // Requests pipelined behind the waiting one, in order.
         while !queued.isEmpty && !waiting && !closeAfterFlush {
             handle(queued.removeFirst(), context: context)
@@ -444,7 +450,7 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
         return out
     }
 
-    private func answerHealth(state: ServingState, head: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext) {
+    private func answerHealth(state: ServingStateBox.Snapshot, head: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext) {
         guard let set = state.sets["default"] else {
             return fail(HTTPError(.serviceUnavailable, "NoDefaultSet", "no credential set named \"default\" is configured.", retryAfter: 30), keepAlive: keepAlive, context: context)
         }

@@ -9,11 +9,18 @@ import NIOCore
 public final class ServedSet: Sendable {
     public let name: String
     public let view: CredentialSetView
-    struct Prepared: Sendable {
+    /// A class: the request path takes the current answer with one retain.
+    final class Prepared: Sendable {
         let generation: UInt64
         let servedExpiration: Date
         let keySuffix: String
         let response: ByteBuffer
+        init(generation: UInt64, servedExpiration: Date, keySuffix: String, response: ByteBuffer) {
+            self.generation = generation
+            self.servedExpiration = servedExpiration
+            self.keySuffix = keySuffix
+            self.response = response
+        }
     }
     private let prepared = NIOLockedValueBox<Prepared?>(nil)
 
@@ -61,6 +68,12 @@ public final class ServingStateBox: Sendable {
     final class Snapshot: Sendable {
         let state: ServingState
         init(_ state: ServingState) { self.state = state }
+        // Field by field: reading one field of the state does not copy (and retain) all of it.
+        var sets: [String: ServedSet] { state.sets }
+        var access: AccessPolicy { state.access }
+        var policy: RefreshPolicy { state.policy }
+        var server: ServerConfig { state.server }
+        var auditEnabled: Bool { state.auditEnabled }
     }
     private let box: NIOLockedValueBox<Snapshot>
     public init(_ state: ServingState) { box = NIOLockedValueBox(Snapshot(state)) }
@@ -200,12 +213,15 @@ final class AuditBatches: Sendable {
 
 /// One connection's audit line with the per-request values left open: the connection's peer (and unit) and
 /// the logger's metadata are formatted once, in StreamLogHandler's order (keys sorted).
-struct AuditLineTemplate {
+final class AuditLineTemplate {
     enum Piece {
         case text([UInt8])
         case key, set, status
     }
     let pieces: [Piece]
+    /// The last line made from this template: a connection repeating its request within the same second
+    /// gets the very same line, copied rather than formatted again.
+    var last: (second: time_t, set: String, status: UInt, keySuffix: String?, line: [UInt8])?
 
     init(base: [(key: String, value: String)], peer: Peer, unit: String?) {
         var fixed = base.filter { !["credd.key", "credd.set", "credd.status", "credd.peer", "credd.uid", "credd.pid", "credd.unit"].contains($0.key) }
@@ -263,6 +279,24 @@ final class AuditBatch {
     func append(_ template: AuditLineTemplate, set: String, status: UInt, keySuffix: String?) {
         let now = time(nil)
         if now != second { updateStamp(now) }
+        if let last = template.last, last.second == now, last.status == status, last.set == set, last.keySuffix == keySuffix {
+            buffer.writeBytes(last.line)
+        } else {
+            let start = buffer.writerIndex
+            format(template, set: set, status: status, keySuffix: keySuffix)
+            let line = buffer.getBytes(at: start, length: buffer.writerIndex - start)
+            template.last = line.map { (now, set, status, keySuffix, $0) }
+        }
+        if buffer.readableBytes > Self.flushAbove {
+            flush()
+        } else if !flushScheduled {
+            flushScheduled = true
+            // Runs after this tick's reads and writes: one write(2) for every line of the tick.
+            eventLoop.assumeIsolated().execute { self.flush() }
+        }
+    }
+
+    private func format(_ template: AuditLineTemplate, set: String, status: UInt, keySuffix: String?) {
         buffer.writeBytes(stamp)
         buffer.writeBytes(levelAndLabel)
         for piece in template.pieces {
@@ -287,13 +321,6 @@ final class AuditBatch {
             }
         }
         buffer.writeBytes(Self.message)
-        if buffer.readableBytes > Self.flushAbove {
-            flush()
-        } else if !flushScheduled {
-            flushScheduled = true
-            // Runs after this tick's reads and writes: one write(2) for every line of the tick.
-            eventLoop.assumeIsolated().execute { self.flush() }
-        }
     }
 
     func flush() {

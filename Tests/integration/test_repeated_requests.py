@@ -16,7 +16,7 @@ import yaml
 from support import register_secret
 from support.fake_imds import FakeIMDS
 from support.faults_net import parse_answers, targets_of
-from support.harness import Credd
+from support.harness import Credd, observe
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +167,41 @@ def test_a_remembered_request_is_checked_against_the_access_rules_of_now(fake_im
         assert answers[0].code == "WrongToken"
     finally:
         c.close()
+
+
+def test_every_repeat_is_audited_with_its_own_second_and_answer(fake_imds, start_credd):
+    """The audit line of a repeat is reused only within the same second and for the same answer: each of the
+    repeats gets its own line, the lines carry the second they were answered in, and a different answer on
+    the same connection (a refusal) gets its own line."""
+    credd = start_credd(imds_endpoint=fake_imds.url)
+    credd.wait_serving()
+    tcp = {t.kind: t for t in targets_of(credd)}["tcp"]
+    key = observe(credd).key
+    c = Conversation(tcp)
+    port = c.sock.getsockname()[1]
+    sent = 0
+    try:
+        started = time.time()
+        while time.time() - started < 2.5:
+            assert c.ask(tcp.request())[0].status == 200
+            sent += 1
+            time.sleep(0.01)
+        wrong = tcp.request().replace(tcp.token.encode(), b"x" * len(tcp.token))
+        refused = c.ask(wrong)
+        assert refused[0].status == 403
+    finally:
+        c.close()
+
+    def audited() -> list[str]:
+        return [l for l in credd.logs().splitlines() if "credential request" in l and f":{port} " in l]
+
+    credd.wait_for(lambda: len(audited()) >= sent + 1, 10, "the audit lines")  # written at the end of a loop tick
+    lines = audited()
+    ok = [l for l in lines if "credd.status=200" in l]
+    no = [l for l in lines if "credd.status=403" in l]
+    assert len(ok) == sent and len(no) == 1, f"{len(ok)} lines for {sent} answers, {len(no)} for the refusal"
+    assert all(f"credd.key=\u2026{key[-4:]}" in l for l in ok)
+    assert "credd.key=" not in no[0]
+    seconds = [l.split(" ", 1)[0] for l in ok]
+    assert len(set(seconds)) >= 2, "lines over 2.5 s carry more than one second"
+    assert seconds == sorted(seconds), "the seconds go forward line after line"
