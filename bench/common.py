@@ -205,7 +205,7 @@ def credd_binary(explicit: Optional[str] = None) -> Path:
     for candidate in (explicit, os.environ.get("CREDD_BIN"), REPO / ".build" / "release" / "credd"):
         if candidate and Path(candidate).is_file():
             return Path(candidate).resolve()
-    raise BenchError("no credd binary: build one (swift build -c release --static-swift-stdlib) or pass --credd PATH.")
+    raise BenchError("no credd binary: build one (bench/run.sh builds it, or `make release`) or pass --credd PATH.")
 
 
 def describe_binary(binary: Path) -> str:
