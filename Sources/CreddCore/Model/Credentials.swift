@@ -55,11 +55,67 @@ public enum RFC3339 {
             Int(tm.tm_year) + 1900, Int(tm.tm_mon) + 1, Int(tm.tm_mday), Int(tm.tm_hour), Int(tm.tm_min), Int(tm.tm_sec))
     }
 
+    /// Parses "YYYY-MM-DDTHH:MM:SS", then optional fractional seconds (".123"), then "Z" or an offset
+    /// ("+01:00", "-0530"). A fixed-format read rather than `Date.ISO8601FormatStyle`, which loads ICU's
+    /// calendar and time zone data into memory on first use; nil for anything else (dates checked: month
+    /// 1–12, the day within its month, hour 0–23, minute and second 0–59).
     public static func parse(_ string: String) -> Date? {
-        let withFraction = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
-        let plain = Date.ISO8601FormatStyle()
-        if let d = try? plain.parse(string) { return d }
-        if let d = try? withFraction.parse(string) { return d }
-        return nil
+        var utf8 = Array(string.utf8)[...]
+        func digits(_ n: Int) -> Int? {
+            guard utf8.count >= n else { return nil }
+            var v = 0
+            for b in utf8.prefix(n) {
+                guard b >= 0x30, b <= 0x39 else { return nil }
+                v = v * 10 + Int(b - 0x30)
+            }
+            utf8 = utf8.dropFirst(n)
+            return v
+        }
+        func take(_ c: UInt8) -> Bool {
+            guard utf8.first == c else { return false }
+            utf8 = utf8.dropFirst()
+            return true
+        }
+        guard let year = digits(4), take(0x2D), let month = digits(2), take(0x2D), let day = digits(2),
+            take(0x54) || take(0x74),  // "T" or "t"
+            let hour = digits(2), take(0x3A), let minute = digits(2), take(0x3A), let second = digits(2)
+        else { return nil }
+        var fraction = 0.0
+        if take(0x2E) {
+            var scale = 0.1
+            var any = false
+            while let b = utf8.first, b >= 0x30, b <= 0x39 {
+                fraction += Double(b - 0x30) * scale
+                scale /= 10
+                any = true
+                utf8 = utf8.dropFirst()
+            }
+            guard any else { return nil }
+        }
+        var offset = 0
+        if take(0x5A) || take(0x7A) {  // "Z" or "z"
+        } else if let sign = utf8.first, sign == 0x2B || sign == 0x2D {
+            utf8 = utf8.dropFirst()
+            guard let oh = digits(2) else { return nil }
+            _ = take(0x3A)
+            guard let om = digits(2), oh <= 23, om <= 59 else { return nil }
+            offset = (oh * 60 + om) * 60 * (sign == 0x2D ? -1 : 1)
+        } else {
+            return nil
+        }
+        guard utf8.isEmpty else { return nil }
+        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+        let monthDays = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+        guard (1...12).contains(month), (1...monthDays[month - 1]).contains(day), hour <= 23, minute <= 59, second <= 59
+        else { return nil }
+        // Days from 1970-01-01 to the civil date (Howard Hinnant's days_from_civil).
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yoe = y - era * 400
+        let doy = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        let days = era * 146_097 + doe - 719_468
+        let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset
+        return Date(timeIntervalSince1970: Double(seconds) + fraction)
     }
 }
