@@ -269,7 +269,9 @@ extension CreddConfig {
     public static func parse(_ text: String, file: String, environment env: RuntimeEnvironment) throws -> CreddConfig {
         let root: Node?
         do {
-            root = try Yams.compose(yaml: text)
+            // The basic resolver: credd reads every scalar as text itself, and the default resolver's tag patterns are
+            // NSRegularExpressions, which load ICU's regex engine and data (resident memory) for nothing.
+            root = try Yams.compose(yaml: text, .basic)
         } catch let e as YamlError {
             throw ConfigError(file: file, key: "", message: "not valid YAML: \(describeYAML(e))")
         } catch {
