@@ -29,6 +29,7 @@ let package = Package(
         // C system libraries; only CreddCrypto imports COpenSSL and only CreddSystemd imports CSystemd.
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        .systemLibrary(name: "CExpat", pkgConfig: "expat", providers: [.apt(["libexpat1-dev"])]),
         // What the credd executable needs from Linux beyond Swift's Glibc module: timerfd, thread names.
         .systemLibrary(name: "CCreddLinux"),
         .target(name: "CreddCrypto", dependencies: ["COpenSSL"], swiftSettings: swiftSettings),
@@ -40,7 +41,7 @@ let package = Package(
         .target(
             name: "CreddCore",
             dependencies: [
-                "CreddCrypto",
+                "CreddCrypto", "CExpat",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -1,9 +1,6 @@
-// STS's XML answers (AssumeRoleResponse, ErrorResponse) read with FoundationXML's XMLParser.
+// STS's XML answers (AssumeRoleResponse, ErrorResponse) read with libexpat.
+import CExpat
 import Foundation
-
-#if canImport(FoundationXML)
-import FoundationXML
-#endif
 
 /// The useful part of a successful AssumeRole answer.
 public struct AssumeRoleResult: Sendable, Equatable, CustomStringConvertible {
@@ -104,47 +101,63 @@ enum STSResponseParser {
         // Leading whitespace before the XML declaration is not well-formed XML, but moto (and some
         // proxies) send it; botocore tolerates it, so credd does too.
         let start = body.firstIndex { !($0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D) } ?? body.endIndex
-        // FoundationXML traps on an element name that is not UTF-8 (found by fuzzing, issue 7; regression test
+        // FoundationXML trapped on an element name that is not UTF-8 (found by fuzzing, issue 7; regression test
         // FuzzRegressionSTSTests). STS answers in UTF-8: refuse anything else before it reaches the parser.
         guard String(validating: body[start...], as: UTF8.self) != nil else {
             throw Unreadable(description: "the answer is not UTF-8 text")
         }
-        let parser = XMLParser(data: Data(body[start...]))
-        parser.shouldProcessNamespaces = true
-        parser.shouldResolveExternalEntities = false
+        // Namespaces processed: expat names an element "URI\nlocal" (a newline never occurs in either part).
+        guard let parser = XML_ParserCreateNS("UTF-8", 0x0A) else {
+            throw Unreadable(description: "the XML parser could not be created")
+        }
+        defer { XML_ParserFree(parser) }
         let collector = LeafCollector()
-        parser.delegate = collector
-        guard parser.parse() else {
-            let reason = parser.parserError.map { "\($0.localizedDescription)" } ?? "unknown reason"
+        XML_SetUserData(parser, Unmanaged.passUnretained(collector).toOpaque())
+        XML_SetElementHandler(
+            parser,
+            { user, name, _ in LeafCollector.from(user).start(name) },
+            { user, _ in LeafCollector.from(user).end() })
+        XML_SetCharacterDataHandler(parser) { user, text, count in
+            guard let text, count > 0 else { return }
+            LeafCollector.from(user).text.append(
+                contentsOf: UnsafeRawBufferPointer(start: text, count: Int(count)).bindMemory(to: UInt8.self))
+        }
+        // No handler for external entities or DTDs is set: expat then reads none of them.
+        let status = body[start...].withUnsafeBufferPointer { bytes in
+            bytes.withMemoryRebound(to: CChar.self) { chars in
+                XML_Parse(parser, chars.baseAddress, Int32(clamping: chars.count), 1)
+            }
+        }
+        guard status == XML_STATUS_OK else {
+            let reason = XML_ErrorString(XML_GetErrorCode(parser)).map { String(cString: $0) } ?? "unknown reason"
             throw Unreadable(description: "the answer is not well-formed XML (\(reason))")
         }
         return collector.values
     }
 
-    private final class LeafCollector: NSObject, XMLParserDelegate {
+    private final class LeafCollector {
         var values: [String: String] = [:]
         private var path: [String] = []
-        private var text = ""
+        var text: [UInt8] = []
 
-        func parser(
-            _ parser: XMLParser, didStartElement elementName: String, namespaceURI: String?,
-            qualifiedName qName: String?, attributes attributeDict: [String: String] = [:]
-        ) {
-            path.append(elementName)
-            text = ""
+        static func from(_ user: UnsafeMutableRawPointer?) -> LeafCollector {
+            Unmanaged<LeafCollector>.fromOpaque(user!).takeUnretainedValue()
         }
 
-        func parser(_ parser: XMLParser, foundCharacters string: String) {
-            text += string
+        func start(_ name: UnsafePointer<CChar>?) {
+            let full = name.map { String(cString: $0) } ?? ""
+            // The local name: what follows the namespace URI and its separator, if any.
+            path.append(full.lastIndex(of: "\n").map { String(full[full.index(after: $0)...]) } ?? full)
+            text = []
         }
 
-        func parser(_ parser: XMLParser, didEndElement elementName: String, namespaceURI: String?, qualifiedName qName: String?) {
+        func end() {
             let key = path.joined(separator: "/")
-            let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            let trimmed = String(decoding: text, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             // Only leaves carry text; a parent's end must not overwrite what a child set.
             if values[key] == nil { values[key] = trimmed }
             path.removeLast()
-            text = ""
+            text = []
         }
     }
 }
