@@ -56,7 +56,7 @@ let package = Package(
         .target(
             name: "CreddServer",
             dependencies: [
-                "CreddCore",
+                "CreddCore", .target(name: "CCreddLinux", condition: .when(platforms: [.linux])),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -1,7 +1,8 @@
-// Linux interfaces the credd executable needs that Swift's Glibc module does not import: timerfd (the
-// wall-clock watcher) and thread names.
+// Linux interfaces credd needs that Swift's Glibc module does not import: timerfd (the wall-clock watcher),
+// thread names, and malloc_trim (the server gives freed heap back when its last connection closes).
 #ifndef CREDD_CCREDDLINUX_SHIM_H
 #define CREDD_CCREDDLINUX_SHIM_H
+#include <malloc.h>
 #include <sys/prctl.h>
 #include <sys/timerfd.h>
 #include <time.h>

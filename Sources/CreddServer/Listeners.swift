@@ -1,4 +1,7 @@
 // The listeners: a Unix socket and loopback TCP, bound from config or adopted from systemd.
+#if os(Linux)
+import CCreddLinux
+#endif
 import CreddCore
 import Foundation
 import Logging
@@ -7,10 +10,17 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// Counts open connections and refuses those above the limit.
+/// Counts open connections and refuses those above the limit. When the last one closes, the heap that
+/// served them (buffers of hundreds of connections under load) goes back to the system: glibc keeps freed
+/// memory for reuse otherwise, and an idle credd would hold it for good (at most once a second).
 public final class ConnectionCounter: Sendable {
-    private let state: NIOLockedValueBox<(open: Int, limit: Int)>
-    public init(limit: Int) { state = NIOLockedValueBox((0, limit)) }
+    private struct State {
+        var open = 0
+        var limit: Int
+        var lastTrim: NIODeadline = .uptimeNanoseconds(0)
+    }
+    private let state: NIOLockedValueBox<State>
+    public init(limit: Int) { state = NIOLockedValueBox(State(limit: limit)) }
     public var openCount: Int { state.withLockedValue { $0.open } }
     public func setLimit(_ limit: Int) { state.withLockedValue { $0.limit = limit } }
     func open() -> Bool {
@@ -20,7 +30,18 @@ public final class ConnectionCounter: Sendable {
             return true
         }
     }
-    func close() { state.withLockedValue { $0.open -= 1 } }
+    func close() {
+        let trim = state.withLockedValue {
+            $0.open -= 1
+            let now = NIODeadline.now()
+            guard $0.open == 0, now - $0.lastTrim >= .seconds(1) else { return false }
+            $0.lastTrim = now
+            return true
+        }
+        #if os(Linux)
+        if trim { _ = malloc_trim(0) }
+        #endif
+    }
 }
 
 /// Where a listener comes from.
