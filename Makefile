@@ -10,7 +10,10 @@ export TMPDIR := $(CURDIR)/.tmp
 # Release builds drop Swift's run-time exclusivity checks (swift_beginAccess on every access to a class's
 # stored property, in SwiftNIO's per-request path above all): about a fifth of credd's user-space
 # instructions per request (bench/README.md). Debug builds, which the tests run, keep them.
-SWIFT_RELEASE_FLAGS ?= -c release -Xswiftc -enforce-exclusivity=unchecked
+# Each function in its own section, so that the link can lay out the ones a serving credd runs together
+# (bench/credd.order; Package.swift). bench/run.sh builds with the same flags.
+SWIFT_RELEASE_FLAGS ?= -c release -Xswiftc -enforce-exclusivity=unchecked \
+	-Xswiftc -Xfrontend -Xswiftc -function-sections -Xcc -ffunction-sections
 
 .PHONY: setup build release run test test-swift test-integration install clean
 

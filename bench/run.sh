@@ -41,7 +41,10 @@ if [ -z "$credd" ]; then
         swift=$(command -v swift || echo /opt/swift/usr/bin/swift)
         mkdir -p .tmp
         echo "bench: building credd in release (the first build of the dependencies takes minutes)" >&2
-        TMPDIR="$PWD/.tmp" "$swift" build -c release -Xswiftc -enforce-exclusivity=unchecked --static-swift-stdlib --product credd >&2
+        # The flags of `make release`: no run-time exclusivity checks; function sections, which the link
+        # orders by bench/credd.order (Package.swift).
+        TMPDIR="$PWD/.tmp" "$swift" build -c release --static-swift-stdlib -Xswiftc -enforce-exclusivity=unchecked \
+            -Xswiftc -Xfrontend -Xswiftc -function-sections -Xcc -ffunction-sections --product credd >&2
         credd=.build/release/credd
     fi
 fi
