@@ -46,11 +46,17 @@ public enum Digest {
 }
 
 public enum SecureRandom {
-    /// `count` bytes from OpenSSL's CSPRNG.
+    /// `count` bytes from the system's CSPRNG (`SystemRandomNumberGenerator`: getrandom(2) on Linux).
+    /// Not OpenSSL's RAND_bytes: its first call initialises all of libcrypto (configuration, providers, every
+    /// algorithm table), megabytes of resident memory that a credd serving IMDS credentials never needs.
     public static func bytes(_ count: Int) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: count)
-        let ok = out.withUnsafeMutableBufferPointer { RAND_bytes($0.baseAddress, Int32(count)) }
-        precondition(ok == 1, "OpenSSL RAND_bytes failed: no secure random source")
+        var generator = SystemRandomNumberGenerator()
+        var out = [UInt8]()
+        out.reserveCapacity(count + 7)
+        while out.count < count {
+            withUnsafeBytes(of: generator.next() as UInt64) { out.append(contentsOf: $0) }
+        }
+        out.removeLast(out.count - count)
         return out
     }
 
