@@ -1,18 +1,21 @@
 """Writes bench/credd.order: the functions a serving credd runs, for lld's --symbol-ordering-file (Package.swift).
 
-    bench/order.py [--credd PATH] [--out bench/credd.order]     # needs valgrind; about a minute
+    bench/order.py [--credd PATH] [--out bench/credd.order] [--runs 3]     # needs valgrind; under a minute
 
-Why: a page of code that runs once stays resident, and the kernel maps code in 64 KiB (or larger) runs around
-each page a process touches. Spread over 25 MB of text, the few thousand functions credd runs kept ~14 MB of
-it resident; laid out together they fit in a few MB.
+Why: a page of code that runs once stays resident, and the kernel maps code in runs of 64 KiB around each
+page a process touches. Spread over 25 MB of text, the code credd runs kept ~14 MB of it resident; with
+the functions it runs laid out together, ~8 MB (the static Swift stdlib and Foundation archives put most of
+their code in one section per object, which the link cannot split, so their hot code stays scattered).
 
-How: credd runs under callgrind (valgrind) the way benchmark 2 runs it: `credd serve` from a config file, the
-first fetch from the fake IMDS, then credentials requests on the Unix socket (new and kept-alive connections)
-and on TCP with the token, and /healthz. The profile is dumped while credd still serves (stopping is not part
-of it), and every function of the credd binary that ran is listed, most instructions first (the hottest
-together). Regenerate after changes that move much of the serving path; a stale order only costs memory
-(lld ignores names it does not find, with --no-warn-symbol-ordering). The binary profiled need not have been
-linked with an order: names do not depend on it.
+How: credd runs under callgrind (valgrind) the way benchmark 2 runs it: `credd serve` from a config file,
+the first fetch from the fake IMDS, then credentials requests on the Unix socket (new and kept-alive
+connections) and on TCP with the token, and /healthz. The profile is dumped while credd still serves
+(stopping is not part of it), and every function of the credd binary that ran is listed, most instructions
+first. Profiles differ from run to run (timing decides some paths), so several are merged; even so, orders
+regenerated from one binary measured 18.8 to 20.4 MB idle in benchmark 2 (a profile under 256-connection
+bursts was not better): run benchmark 2 after regenerating. Regenerate after changes that move much of the
+serving path; a stale order only costs memory (lld ignores names it does not find:
+--no-warn-symbol-ordering). The binary profiled need not have been linked with an order.
 """
 
 from __future__ import annotations
@@ -69,19 +72,12 @@ def self_costs(paths: list[str], binary: Path) -> dict[str, int]:
     return costs
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--credd", default=str(common.REPO / ".build" / "release" / "credd"))
-    parser.add_argument("--out", default=str(common.BENCH_DIR / "credd.order"))
-    args = parser.parse_args()
-    if not shutil.which("valgrind"):
-        print("order: needs valgrind (apt-get install valgrind)", file=sys.stderr)
-        return 2
-    common.clean_environ()
+def profile(source: Path, dumps: list[str]) -> dict[str, int]:
+    """One traced run of `source`: self costs per function of the binary (dump files appended to `dumps`)."""
     work = workdir("order")
     # valgrind gives up on the DWARF of Swift 6 binaries; a copy without it keeps the symbol table (the names).
     binary = work / "credd"
-    subprocess.run(["objcopy", "--strip-debug", str(Path(args.credd).resolve()), str(binary)], check=True)
+    subprocess.run(["objcopy", "--strip-debug", str(source), str(binary)], check=True)
     fake = start_fake_imds()
     credd = TracedCredd(binary, work, imds_url=fake.url, audit=True, cpu=None, out_dir=work)
     try:
@@ -109,14 +105,35 @@ def main() -> int:
             credd.process.kill()
             credd.process.wait()
         fake.stop()
-    dumps = sorted(glob.glob(str(work / "callgrind.out.*")))
+    dumps.extend(sorted(glob.glob(str(work / "callgrind.out.*"))))
     costs = self_costs(dumps, binary)
+    shutil.rmtree(work, ignore_errors=True)
+    return costs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--credd", default=str(common.REPO / ".build" / "release" / "credd"))
+    parser.add_argument("--out", default=str(common.BENCH_DIR / "credd.order"))
+    parser.add_argument("--runs", type=int, default=3, help="profiles merged (timing decides some paths)")
+    args = parser.parse_args()
+    if not shutil.which("valgrind"):
+        print("order: needs valgrind (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    common.clean_environ()
+    costs: dict[str, int] = {}
+    ndumps = 0
+    for _ in range(args.runs):
+        for name, cost in profile(Path(args.credd).resolve(), dumps := []).items():
+            costs[name] = costs.get(name, 0) + cost
+        ndumps += len(dumps)
     if not costs:
-        print(f"order: no profile of {binary} in {work}", file=sys.stderr)
+        print(f"order: no profile of {args.credd}", file=sys.stderr)
         return 1
     names = sorted(costs, key=lambda n: (-costs[n], n))
     Path(args.out).write_text("".join(f"{n}\n" for n in names))
-    print(f"order: {len(names)} functions from {len(dumps)} dump(s) written to {args.out}", file=sys.stderr)
+    print(f"order: {len(names)} functions from {ndumps} dump(s) of {args.runs} run(s) written to {args.out}",
+          file=sys.stderr)
     return 0
 
 
