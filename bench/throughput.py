@@ -66,8 +66,9 @@ def run(binary: Path, *, smoke: bool = False, repeat: int = 3, duration: float =
                       "unix": credd.unix_path, "pid": lambda: credd.pid},
             "credd-audit-off": {"url": f"http://127.0.0.1:{quiet.tcp_port}/v1/credentials",
                                 "token_file": quiet.token_file, "unix": quiet.unix_path, "pid": lambda: quiet.pid},
-            "nginx": {"url": f"http://127.0.0.1:{nginx.tcp_port}/v1/credentials", "unix": nginx.unix_path,
-                      "pid": lambda: nginx.worker_pids()[0]},
+            # The same request bytes as credd gets, token included (nginx ignores the header).
+            "nginx": {"url": f"http://127.0.0.1:{nginx.tcp_port}/v1/credentials", "token_file": credd.token_file,
+                      "unix": nginx.unix_path, "pid": lambda: nginx.worker_pids()[0]},
         }
 
         # The audit line is the point of audit-on: prove one line per answered request in a short run.
