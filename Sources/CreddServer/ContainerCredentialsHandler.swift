@@ -329,12 +329,11 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
         }
         let authorization = facts.authorization
         metricsRoute = facts.metricsRoute  // metrics
-        let snapshot = listener.state.snapshot
-        let state = snapshot
+        let state = listener.state.snapshot
         switch route {
         case .credentials(let name):
             let set: ServedSet
-            if let allowed, allowed.snapshot === snapshot, allowed.set.name == name, allowed.authorization == authorization {
+            if let allowed, allowed.snapshot === state, allowed.set.name == name, allowed.authorization == authorization {
                 set = allowed.set  // allowed before on this connection, by this policy, with this very value
             } else {
                 guard let named = state.sets[name] else {
@@ -345,7 +344,7 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
                     return fail(HTTPError(denied), keepAlive: keepAlive, context: context)
                 }
                 set = named
-                allowed = (snapshot, named, authorization)
+                allowed = (state, named, authorization)
             }
             answerCredentials(set: set, state: state, head: head, keepAlive: keepAlive, context: context, mayWait: true)
         case .health:
