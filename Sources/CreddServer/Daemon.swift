@@ -28,6 +28,10 @@ public struct DaemonHooks: Sendable {
     /// Swift task too, so one thread does all of credd's work. nil: the daemon makes a one-loop group of its own
     /// and shuts it down when it stops.
     public var eventLoopGroup: (any EventLoopGroup)?
+    /// Called when a burst of work other than answering has ended: start-up (when ready), a reload, each refresh
+    /// of a set, successful or not. credd's executable releases the code pages that work used
+    /// (`ReadOnlyPageReleaser`).
+    public var settled: (@Sendable () -> Void)?
     public init() {}
 }
 
@@ -162,6 +166,7 @@ public final class Daemon: Service, Sendable {
 
         startRefreshers(sets)
         hooks.ready(statusLineToPublish())
+        hooks.settled?()
         // Returns when a graceful shutdown (SIGTERM, SIGINT) begins or the task is cancelled.
         try? await gracefulShutdown()
         hooks.stopping()
@@ -295,7 +300,10 @@ public final class Daemon: Service, Sendable {
     /// An invalid config is logged with its error and the old one stays in force.
     public func reload(_ load: () throws -> CreddConfig) {
         hooks.reloading()
-        defer { hooks.ready(statusLineToPublish()) }
+        defer {
+            hooks.ready(statusLineToPublish())
+            hooks.settled?()
+        }
         do {
             try apply(try load())
         } catch {
@@ -369,7 +377,7 @@ public final class Daemon: Service, Sendable {
                 let source = try SourceFactory.make(set, config: config, environment: environment, http: http, sets: sets, logger: logger, now: now)
                 let credentialSet = CredentialSet(
                     name: set.name, source: source, chain: config.chain(of: set.name), policy: refresherPolicy, logger: logger, now: now,
-                    observer: metrics)
+                    observer: SetObserver(metrics: metrics, settled: hooks.settled))
                 sets[set.name] = credentialSet
                 remaining.removeAll { $0.name == set.name }
             }
@@ -456,4 +464,24 @@ func formatRemaining(_ seconds: TimeInterval) -> String {
     if s < 60 { return "\(s)s" }
     if s < 3600 { return "\(s / 60)m\(String(format: "%02d", s % 60))s" }
     return "\(s / 3600)h\(String(format: "%02d", (s % 3600) / 60))m"
+}
+
+/// What a set's refresher reports: to the metrics, and the end of each refresh to `DaemonHooks.settled`.
+private struct SetObserver: CredentialSetObserver {
+    let metrics: CreddMetrics
+    let settled: (@Sendable () -> Void)?
+
+    func fetchFinished(set: String, source: String, latency: Duration) {
+        metrics.fetchFinished(set: set, source: source, latency: latency)
+    }
+
+    func refreshSucceeded(set: String, source: String) {
+        metrics.refreshSucceeded(set: set, source: source)
+        settled?()
+    }
+
+    func refreshFailed(set: String, source: String, reason: String) {
+        metrics.refreshFailed(set: set, source: source, reason: reason)
+        settled?()
+    }
 }

@@ -127,6 +127,19 @@ struct Serve: AsyncParsableCommand {
         }
         // Serve on the loop every task runs on: one thread does all the work.
         hooks.eventLoopGroup = CreddExecutors.eventLoopGroup
+        // Start-up and refreshes run code the answer path never does: its pages are released when they end.
+        let releaser = ReadOnlyPageReleaser {
+            let started = ContinuousClock.now
+            guard let released = ReadOnlyPages.release() else { return }
+            let took = (ContinuousClock.now - started).components
+            logger.debug(
+                "released the mappings of read-only pages",
+                metadata: [
+                    "credd.pages": "\(released.pages)", "credd.mappings": "\(released.mappings)",
+                    "credd.micros": "\(took.seconds * 1_000_000 + took.attoseconds / 1_000_000_000_000)",
+                ])
+        }
+        hooks.settled = { releaser.request() }
 
         let daemon = Daemon(config: config, environment: env, logger: logger, hooks: hooks)
         // No signals for the group: ServeSignals takes them on a thread of its own (no libdispatch signal source).

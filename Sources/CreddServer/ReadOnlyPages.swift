@@ -1,0 +1,162 @@
+// Code that ran once should not stay counted in credd's memory: after start-up and after each refresh, credd
+// unmaps the clean pages of code and read-only data it holds (its own binary's and its libraries'); the
+// kernel maps them again, from the page cache, when they are next used.
+#if os(Linux)
+import Glibc
+import NIOConcurrencyHelpers
+
+/// Releases this process's mappings of read-only file pages: the code and constant data of credd's binary
+/// and of the shared libraries. Start-up (argument parsing, the YAML config, the first fetches, TLS set-up)
+/// runs code that never runs again, and the kernel maps file pages around every page fault (64 KiB), so
+/// without this a serving credd would count about 12 MB of its binary as resident, of which the answer path
+/// uses a fraction (bench/README.md, benchmark 2).
+///
+/// Only pages that are exactly the file's contents are released: those of mappings that are private and
+/// not writable, and among them only the pages the page map reports as file pages, not the private copies
+/// the dynamic loader made when it applied relocations (RELRO), whose contents exist nowhere else.
+/// `MADV_DONTNEED` on such a page drops the mapping only; the next access maps the same page-cache page
+/// again (a minor fault, no I/O while the page is cached). The pages stay in the page cache, so this lowers
+/// credd's RSS, the memory that is credd's alone, not the page cache a cgroup is charged for.
+public enum ReadOnlyPages {
+    public struct Released: Sendable, Equatable {
+        /// Pages released, and the mappings they were in.
+        public var pages: Int
+        public var mappings: Int
+    }
+
+    /// Releases the pages; nil if /proc/self/maps or /proc/self/pagemap cannot be read (no /proc).
+    @discardableResult
+    public static func release() -> Released? {
+        guard let maps = readWhole("/proc/self/maps") else { return nil }
+        let pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)
+        guard pagemap >= 0 else { return nil }
+        defer { close(pagemap) }
+        let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+        var released = Released(pages: 0, mappings: 0)
+        var entries = [UInt64](repeating: 0, count: 4096)
+        for line in maps.split(separator: UInt8(ascii: "\n")) {
+            guard let mapping = Mapping(line), mapping.isReadOnlyPrivateFile else { continue }
+            var pagesHere = 0
+            var page = mapping.start
+            while page < mapping.end {
+                let count = min(entries.count, (mapping.end - page) / pageSize)
+                let wanted = count * 8
+                let got = entries.withUnsafeMutableBytes { pread(pagemap, $0.baseAddress, wanted, off_t(page / pageSize) * 8) }
+                guard got == wanted else { break }
+                // Runs of present file pages (bit 63: present; bit 61: a file page, not a private copy).
+                var i = 0
+                while i < count {
+                    guard isPresentFilePage(entries[i]) else { i += 1; continue }
+                    var j = i + 1
+                    while j < count && isPresentFilePage(entries[j]) { j += 1 }
+                    let address = UnsafeMutableRawPointer(bitPattern: page + i * pageSize)
+                    if madvise(address, (j - i) * pageSize, MADV_DONTNEED) == 0 { pagesHere += j - i }
+                    i = j
+                }
+                page += count * pageSize
+            }
+            if pagesHere > 0 {
+                released.pages += pagesHere
+                released.mappings += 1
+            }
+        }
+        return released
+    }
+
+    private static func isPresentFilePage(_ entry: UInt64) -> Bool {
+        entry & (1 << 63) != 0 && entry & (1 << 61) != 0
+    }
+
+    /// One line of /proc/self/maps: `start-end perms offset dev inode path`.
+    public struct Mapping: Sendable {
+        public var start: Int
+        public var end: Int
+        public var permissions: [UInt8]
+        public var inode: Int
+        public var path: Substring
+
+        public init?(_ line: ArraySlice<UInt8>) {
+            let fields = line.split(separator: UInt8(ascii: " "), maxSplits: 5, omittingEmptySubsequences: true)
+            guard fields.count >= 5 else { return nil }
+            let range = fields[0].split(separator: UInt8(ascii: "-"))
+            guard range.count == 2, let start = Int(String(decoding: range[0], as: UTF8.self), radix: 16),
+                let end = Int(String(decoding: range[1], as: UTF8.self), radix: 16),
+                let inode = Int(String(decoding: fields[4], as: UTF8.self))
+            else { return nil }
+            self.start = start
+            self.end = end
+            self.permissions = Array(fields[1])
+            self.inode = inode
+            let path = fields.count > 5 ? String(decoding: fields[5], as: UTF8.self) : ""
+            self.path = Substring(path.drop { $0 == " " })
+        }
+
+        /// `r--p` or `r-xp` of a file (not `[vdso]` and the like, which have no inode).
+        public var isReadOnlyPrivateFile: Bool {
+            permissions.count == 4 && permissions[0] == UInt8(ascii: "r") && permissions[1] == UInt8(ascii: "-")
+                && permissions[3] == UInt8(ascii: "p") && inode != 0 && path.hasPrefix("/")
+        }
+    }
+
+    static func readWhole(_ path: String) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { return nil }
+            if n == 0 { return bytes }
+            bytes += chunk[0..<n]
+        }
+    }
+}
+
+/// Calls `ReadOnlyPages.release()` when a burst of work has ended, at most once a second: a request within a
+/// second of the last release is served by one release at the end of that second (the sets of a chain finish
+/// their first fetches within milliseconds of one another). A release costs about a millisecond, and the answer
+/// path's pages are mapped again by the next requests (minor faults).
+public final class ReadOnlyPageReleaser: Sendable {
+    private struct State {
+        var last: ContinuousClock.Instant?
+        var trailingScheduled = false
+    }
+    private let state = NIOLockedValueBox(State())
+    private let interval: Duration
+    private let release: @Sendable () -> Void
+
+    public init(interval: Duration = .seconds(1), release: @escaping @Sendable () -> Void = { ReadOnlyPages.release() }) {
+        self.interval = interval
+        self.release = release
+    }
+
+    public func request() {
+        let now = ContinuousClock.now
+        enum Action { case now, later(Duration), nothing }
+        let action = state.withLockedValue { s -> Action in
+            if let last = s.last, now - last < interval {
+                if s.trailingScheduled { return .nothing }
+                s.trailingScheduled = true
+                return .later(last + interval - now)
+            }
+            s.last = now
+            return .now
+        }
+        switch action {
+        case .now: release()
+        case .later(let delay):
+            Task {
+                try? await Task.sleep(for: delay)
+                self.state.withLockedValue {
+                    $0.trailingScheduled = false
+                    $0.last = ContinuousClock.now
+                }
+                self.release()
+            }
+        case .nothing: break
+        }
+    }
+}
+#endif
