@@ -83,7 +83,7 @@ def memory(r: dict) -> list[str]:
                    f"{_mb(a['anon_kib'])} | {_mb(a['file_kib'])} |")
     if r.get("idle_after_runs"):
         j = r["idle_after_runs"]
-        out.append(f"| idle again, 5 s later | {_mb(j['rss_kib'])} | {_mb(j['anon_kib'])} | {_mb(j['file_kib'])} |")
+        out.append(f"| idle again, after two more watchdog pings | {_mb(j['rss_kib'])} | {_mb(j['anon_kib'])} | {_mb(j['file_kib'])} |")
     for label, point in (("idle", i), ("after the last run", r["after"][-1])):
         if point.get("mappings"):
             out += ["", f"Largest parts of the RSS {label}: "

@@ -114,48 +114,53 @@ public enum ReadOnlyPages {
     }
 }
 
-/// Calls `ReadOnlyPages.release()` when a burst of work has ended, at most once a second: a request within a
-/// second of the last release is served by one release at the end of that second (the sets of a chain finish
-/// their first fetches within milliseconds of one another). A release costs about a millisecond, and the answer
-/// path's pages are mapped again by the next requests (minor faults).
+/// Calls `ReadOnlyPages.release()` once a burst of work has ended: `quiet` after the last request, and at most
+/// `atMost` after the first of a burst that does not end (a set polling IMDS every second). The wait lets what
+/// a refresh leaves behind finish first: the upstream connection pools close their idle connections a second
+/// after a refresh (UpstreamHTTP), and that code would otherwise stay resident until the next release. A
+/// release costs about a millisecond; the answer path's pages are mapped again by the next requests (minor
+/// faults).
 public final class ReadOnlyPageReleaser: Sendable {
     private struct State {
-        var last: ContinuousClock.Instant?
-        var trailingScheduled = false
+        var waiting = false
+        var firstRequest: ContinuousClock.Instant = .now
+        var deadline: ContinuousClock.Instant = .now
     }
     private let state = NIOLockedValueBox(State())
-    private let interval: Duration
+    private let quiet: Duration
+    private let atMost: Duration
     private let release: @Sendable () -> Void
 
-    public init(interval: Duration = .seconds(1), release: @escaping @Sendable () -> Void = { ReadOnlyPages.release() }) {
-        self.interval = interval
+    public init(
+        quiet: Duration = .seconds(2), atMost: Duration = .seconds(10),
+        release: @escaping @Sendable () -> Void = { ReadOnlyPages.release() }
+    ) {
+        self.quiet = quiet
+        self.atMost = atMost
         self.release = release
     }
 
     public func request() {
         let now = ContinuousClock.now
-        enum Action { case now, later(Duration), nothing }
-        let action = state.withLockedValue { s -> Action in
-            if let last = s.last, now - last < interval {
-                if s.trailingScheduled { return .nothing }
-                s.trailingScheduled = true
-                return .later(last + interval - now)
-            }
-            s.last = now
-            return .now
+        let startWaiting = state.withLockedValue { s -> Bool in
+            if !s.waiting { s.firstRequest = now }
+            s.deadline = min(now + quiet, s.firstRequest + atMost)
+            defer { s.waiting = true }
+            return !s.waiting
         }
-        switch action {
-        case .now: release()
-        case .later(let delay):
-            Task {
-                try? await Task.sleep(for: delay)
-                self.state.withLockedValue {
-                    $0.trailingScheduled = false
-                    $0.last = ContinuousClock.now
+        guard startWaiting else { return }
+        Task {
+            while true {
+                let deadline = state.withLockedValue { $0.deadline }
+                try? await Task.sleep(until: deadline, clock: .continuous)
+                let due = state.withLockedValue { s -> Bool in
+                    guard s.deadline <= ContinuousClock.now else { return false }  // a later request moved it
+                    s.waiting = false
+                    return true
                 }
-                self.release()
+                if due { break }
             }
-        case .nothing: break
+            release()
         }
     }
 }

@@ -99,22 +99,45 @@ import Testing
         #expect(mapping("garbage") == nil)
     }
 
-    @Test func aBurstOfRequestsIsOneReleaseNowAndOneAtTheEndOfTheInterval() async throws {
-        let count = NIOLockedValueBox(0)
-        let releaser = ReadOnlyPageReleaser(interval: .milliseconds(200)) { count.withLockedValue { $0 += 1 } }
+    @Test func aBurstOfRequestsIsOneReleaseAQuietIntervalAfterTheLast() async throws {
+        let releases = NIOLockedValueBox<[ContinuousClock.Instant]>([])
+        let releaser = ReadOnlyPageReleaser(quiet: .milliseconds(300), atMost: .seconds(60)) {
+            releases.withLockedValue { $0.append(.now) }
+        }
         releaser.request()
-        #expect(count.withLockedValue { $0 } == 1)
+        try await Task.sleep(for: .milliseconds(100))
         releaser.request()
+        let last = ContinuousClock.now
         releaser.request()
+        #expect(releases.withLockedValue { $0 }.isEmpty)
+        try await waitUntil { releases.withLockedValue { $0.count } >= 1 }
+        try await Task.sleep(for: .milliseconds(500))
+        let times = releases.withLockedValue { $0 }
+        #expect(times.count == 1)
+        #expect(times[0] - last >= .milliseconds(300), "released before the burst was quiet")
+
         releaser.request()
-        #expect(count.withLockedValue { $0 } == 1)
-        let deadline = ContinuousClock.now + .seconds(10)
-        while count.withLockedValue({ $0 }) < 2 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
-        try await Task.sleep(for: .milliseconds(400))
-        #expect(count.withLockedValue { $0 } == 2)
-        // A request after the interval releases at once again.
-        releaser.request()
-        #expect(count.withLockedValue { $0 } == 3)
+        try await waitUntil { releases.withLockedValue { $0.count } >= 2 }
+    }
+
+    @Test func aBurstThatDoesNotEndIsReleasedAfterAtMost() async throws {
+        let releases = NIOLockedValueBox(0)
+        let releaser = ReadOnlyPageReleaser(quiet: .milliseconds(300), atMost: .milliseconds(600)) {
+            releases.withLockedValue { $0 += 1 }
+        }
+        // A request every 100 ms (a set polling fast): never quiet for 300 ms, released all the same.
+        let started = ContinuousClock.now
+        while releases.withLockedValue({ $0 }) == 0 && ContinuousClock.now - started < .seconds(20) {
+            releaser.request()
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(releases.withLockedValue { $0 } >= 1)
+    }
+
+    func waitUntil(_ condition: @Sendable () -> Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(20)
+        while !condition() && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(condition())
     }
 }
 #endif

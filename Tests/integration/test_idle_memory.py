@@ -40,7 +40,7 @@ def test_pages_are_released_after_start_refreshes_and_reload_and_answers_stay_ri
     credd = start_credd(imds_endpoint=fake_imds.url, imds={"poll_interval": "1s", "timeout": "1s", "attempts": 2})
     first = fake_imds.credentials
     credd.wait_for(lambda: observe(credd).key == first.access_key_id, 15, "credd to serve the fake's credentials")
-    credd.wait_for(lambda: releases(credd), 10, "credd to release read-only pages after start-up")
+    credd.wait_for(lambda: releases(credd), 30, "credd to release read-only pages after start-up")
     assert releases(credd)[0] > 0, "the release after start-up found no page to release"
     print(f"after start-up: {readonly_file_rss_kib(credd.process.pid)} KiB of read-only file pages resident")
 
@@ -60,12 +60,12 @@ def test_pages_are_released_after_start_refreshes_and_reload_and_answers_stay_ri
         before = len(releases(credd))
         second = fake_imds.rotate()
         credd.wait_for(lambda: observe(credd).key == second.access_key_id, 30, "credd to pick up the rotated credentials")
-        credd.wait_for(lambda: len(releases(credd)) > before, 10, "a release after the refresh")
+        credd.wait_for(lambda: len(releases(credd)) > before, 30, "a release after the refresh")
 
         before = len(releases(credd))
         credd.signal(signal.SIGHUP)
         credd.wait_for(lambda: "configuration reloaded" in credd.logs(), 10, "credd to log the reload")
-        credd.wait_for(lambda: len(releases(credd)) > before, 10, "a release after the reload")
+        credd.wait_for(lambda: len(releases(credd)) > before, 30, "a release after the reload")
     finally:
         stop.set()
         asker.join(30)

@@ -9,15 +9,21 @@ public struct UpstreamHTTP: Sendable {
     /// source's own bounded retries decide (AsyncHTTPClient would otherwise retry until the deadline).
     public let imds: HTTPClient
 
+    /// How long a connection is kept after its last request. Long enough for the requests of one refresh
+    /// (IMDSv2's token, then the role, then the credentials; a chain's AssumeRole after its base), far shorter
+    /// than the time between refreshes: a connection kept longer is never reused, and its closing would wake
+    /// credd after the refresh and run code after the read-only pages were released (ReadOnlyPageReleaser).
+    public static let idleTimeout: TimeAmount = .seconds(1)
+
     public init(eventLoopGroup: any EventLoopGroup) {
         var general = HTTPClient.Configuration()
         general.timeout = .init(connect: .seconds(2), read: .seconds(5))
-        general.connectionPool = .init(idleTimeout: .seconds(30))
+        general.connectionPool = .init(idleTimeout: Self.idleTimeout)
         general.redirectConfiguration = .disallow
         self.general = HTTPClient(eventLoopGroup: eventLoopGroup, configuration: general)
         var imds = HTTPClient.Configuration()
         imds.timeout = .init(connect: .seconds(1), read: .seconds(1))
-        imds.connectionPool = .init(idleTimeout: .seconds(10))
+        imds.connectionPool = .init(idleTimeout: Self.idleTimeout)
         imds.connectionPool.retryConnectionEstablishment = false
         imds.redirectConfiguration = .disallow
         self.imds = HTTPClient(eventLoopGroup: eventLoopGroup, configuration: imds)
