@@ -630,7 +630,7 @@ final class ActivityTracker: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if counted { counter.close() }
+        if counted { counter.close(on: context.eventLoop) }
         counted = false
         activity.stop()
         context.fireChannelInactive()

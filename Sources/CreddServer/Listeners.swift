@@ -12,35 +12,70 @@ import NIOPosix
 
 /// Counts open connections and refuses those above the limit. When the last one closes, the heap that
 /// served them (buffers of hundreds of connections under load) goes back to the system: glibc keeps freed
-/// memory for reuse otherwise, and an idle credd would hold it for good (at most once a second).
+/// memory for reuse otherwise, and an idle credd would hold it for good. At most once per `trimInterval`: a
+/// last close within it of the previous trim is trimmed at its end instead (when still no connection is
+/// open), so that bursts of short connections in quick succession (one per SDK process) are not left
+/// holding their heap: measured, 2 MB more anonymous memory for good after such bursts before this.
 public final class ConnectionCounter: Sendable {
     private struct State {
         var open = 0
         var limit: Int
         var lastTrim: NIODeadline = .uptimeNanoseconds(0)
+        var trailingTrim = false
     }
     private let state: NIOLockedValueBox<State>
-    public init(limit: Int) { state = NIOLockedValueBox(State(limit: limit)) }
+    private let trimInterval: TimeAmount
+    private let trim: @Sendable () -> Void
+
+    public init(limit: Int, trimInterval: TimeAmount = .seconds(1), trim: (@Sendable () -> Void)? = nil) {
+        state = NIOLockedValueBox(State(limit: limit))
+        self.trimInterval = trimInterval
+        #if os(Linux)
+        self.trim = trim ?? { _ = malloc_trim(0) }
+        #else
+        self.trim = trim ?? {}
+        #endif
+    }
     public var openCount: Int { state.withLockedValue { $0.open } }
     public func setLimit(_ limit: Int) { state.withLockedValue { $0.limit = limit } }
-    func open() -> Bool {
+    public func open() -> Bool {
         state.withLockedValue {
             guard $0.open < $0.limit else { return false }
             $0.open += 1
             return true
         }
     }
-    func close() {
-        let trim = state.withLockedValue {
-            $0.open -= 1
+
+    /// A counted connection closed; `loop` runs the trim that comes at the end of the interval, if one is due.
+    public func close(on loop: any EventLoop) {
+        enum Action { case none, now, at(NIODeadline) }
+        let interval = trimInterval
+        let action = state.withLockedValue { s -> Action in
+            s.open -= 1
+            guard s.open == 0 else { return .none }
             let now = NIODeadline.now()
-            guard $0.open == 0, now - $0.lastTrim >= .seconds(1) else { return false }
-            $0.lastTrim = now
-            return true
+            if now - s.lastTrim >= interval {
+                s.lastTrim = now
+                return .now
+            }
+            if s.trailingTrim { return .none }
+            s.trailingTrim = true
+            return .at(s.lastTrim + interval)
         }
-        #if os(Linux)
-        if trim { _ = malloc_trim(0) }
-        #endif
+        switch action {
+        case .none: break
+        case .now: trim()
+        case .at(let deadline):
+            loop.scheduleTask(deadline: deadline) { [self] in
+                let due = state.withLockedValue { s -> Bool in
+                    s.trailingTrim = false
+                    guard s.open == 0 else { return false }  // the next last close trims
+                    s.lastTrim = .now()
+                    return true
+                }
+                if due { trim() }
+            }
+        }
     }
 }
 
