@@ -2,6 +2,7 @@
 // unmaps the clean pages of code and read-only data it holds (its own binary's and its libraries'); the
 // kernel maps them again, from the page cache, when they are next used.
 #if os(Linux)
+import CreddCore
 import Glibc
 import NIOConcurrencyHelpers
 
@@ -27,7 +28,8 @@ public enum ReadOnlyPages {
     /// Releases the pages; nil if /proc/self/maps or /proc/self/pagemap cannot be read (no /proc).
     @discardableResult
     public static func release() -> Released? {
-        guard let maps = readWhole("/proc/self/maps") else { return nil }
+        guard case .success(let text) = LoginFileIO.read("/proc/self/maps") else { return nil }
+        let maps = [UInt8](text)
         let pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)
         guard pagemap >= 0 else { return nil }
         defer { close(pagemap) }
@@ -95,21 +97,6 @@ public enum ReadOnlyPages {
         public var isReadOnlyPrivateFile: Bool {
             permissions.count == 4 && permissions[0] == UInt8(ascii: "r") && permissions[1] == UInt8(ascii: "-")
                 && permissions[3] == UInt8(ascii: "p") && inode != 0 && path.hasPrefix("/")
-        }
-    }
-
-    static func readWhole(_ path: String) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { return nil }
-            if n == 0 { return bytes }
-            bytes += chunk[0..<n]
         }
     }
 }

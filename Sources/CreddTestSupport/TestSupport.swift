@@ -88,3 +88,13 @@ public func testCredentials(key: String = "ASIATESTKEY000000001", expiresIn seco
         accessKeyId: key, secretAccessKey: Secret("SECRETtestSECRET\(key)"), sessionToken: Secret("TOKENtestTOKEN\(key)"),
         expiration: now.addingTimeInterval(seconds), accountId: account)
 }
+
+/// Polls `condition` every 5 ms until it holds or `timeout` passes; whether it held (for `#expect`).
+public func poll(timeout: Duration = .seconds(30), until condition: @Sendable () -> Bool) async throws -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while !condition() {
+        if ContinuousClock.now > deadline { return false }
+        try await Task.sleep(for: .milliseconds(5))
+    }
+    return true
+}

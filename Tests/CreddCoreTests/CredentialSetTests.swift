@@ -114,9 +114,5 @@ final class Counter: @unchecked Sendable {
 }
 
 func waitUntil(timeout: Duration = .seconds(30), _ condition: @Sendable () -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while !condition() {
-        if ContinuousClock.now > deadline { Issue.record("condition not met in time"); return }
-        try await Task.sleep(for: .milliseconds(5))
-    }
+    if try await !poll(timeout: timeout, until: condition) { Issue.record("condition not met in time") }
 }

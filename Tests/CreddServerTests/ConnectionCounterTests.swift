@@ -1,4 +1,5 @@
 import CreddServer
+import CreddTestSupport
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -11,11 +12,6 @@ import Testing
         ConnectionCounter(limit: 10, trimInterval: .seconds(2)) { trims.withLockedValue { $0 += 1 } }
     }
 
-    func waitUntil(_ condition: @Sendable () -> Bool) async throws {
-        let deadline = ContinuousClock.now + .seconds(20)
-        while !condition() && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
-        #expect(condition())
-    }
 
     @Test func aLastCloseSoonAfterATrimIsTrimmedAtTheEndOfTheInterval() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -31,7 +27,7 @@ import Testing
         #expect(c.open())
         c.close(on: loop)
         #expect(trims.withLockedValue { $0 } == 1)
-        try await waitUntil { trims.withLockedValue { $0 } == 2 }
+        #expect(try await poll { trims.withLockedValue { $0 } == 2 })
         try await group.shutdownGracefully()
     }
 

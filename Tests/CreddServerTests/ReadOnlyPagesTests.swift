@@ -1,5 +1,6 @@
 #if os(Linux)
 import CreddServer
+import CreddTestSupport
 import Foundation
 import Glibc
 import NIOConcurrencyHelpers
@@ -110,14 +111,14 @@ import Testing
         let last = ContinuousClock.now
         releaser.request()
         #expect(releases.withLockedValue { $0 }.isEmpty)
-        try await waitUntil { releases.withLockedValue { $0.count } >= 1 }
+        #expect(try await poll { releases.withLockedValue { $0.count } >= 1 })
         try await Task.sleep(for: .milliseconds(500))
         let times = releases.withLockedValue { $0 }
         #expect(times.count == 1)
         #expect(times[0] - last >= .milliseconds(300), "released before the burst was quiet")
 
         releaser.request()
-        try await waitUntil { releases.withLockedValue { $0.count } >= 2 }
+        #expect(try await poll { releases.withLockedValue { $0.count } >= 2 })
     }
 
     @Test func aBurstThatDoesNotEndIsReleasedAfterAtMost() async throws {
@@ -132,12 +133,6 @@ import Testing
             try await Task.sleep(for: .milliseconds(100))
         }
         #expect(releases.withLockedValue { $0 } >= 1)
-    }
-
-    func waitUntil(_ condition: @Sendable () -> Bool) async throws {
-        let deadline = ContinuousClock.now + .seconds(20)
-        while !condition() && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
-        #expect(condition())
     }
 }
 #endif
