@@ -177,8 +177,8 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
     private let listener: ListenerContext
     private let activity: ConnectionActivity
     private var peer: Peer = .tcp(remote: "?")
-    /// This handler's context, for answers to repeated requests that never reach the decoder.
-    private var context: ChannelHandlerContext?
+    /// Whether the handler is in a pipeline (answers to repeated requests need it there).
+    private var added = false
     private var unit: String?
     private var needsFlush = false
     private var closeAfterFlush = false
@@ -205,12 +205,12 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
 
     func handlerAdded(context: ChannelHandlerContext) {
         auditBatch = listener.audit.batch(on: context.eventLoop)
-        self.context = context
+        added = true
         activity.responder = self
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        self.context = nil
+        added = false
         activity.responder = nil
     }
 
@@ -310,13 +310,19 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
 
     /// Answers a request whose bytes repeat, exactly, the last request this connection sent alone in one
     /// read: the decoder would make the same head of them, so what credd made of it holds (`RequestFacts`).
-    func answerRepeated(_ request: RepeatedRequest) {
-        guard let context else { return }
-        answer(request.facts, head: request.head, context: context)
+    /// The answer is written on `front`, the context of the handler that recognised the bytes (first in the
+    /// pipeline: the write goes straight to the socket's end), and goes out with `flushAnswers(front:)`.
+    func answerRepeated(_ request: RepeatedRequest, front: ChannelHandlerContext) {
+        answer(request.facts, head: request.head, context: front)
+    }
+
+    /// Sends what `answerRepeated` wrote, at the end of a read the decoder and this handler never saw.
+    func flushAnswers(front: ChannelHandlerContext) {
+        flushIfNeeded(context: front)
     }
 
     /// Whether a read may be answered from `RepeatedRequest` now: nothing waits or queues before it.
-    var readyForRepeat: Bool { !waiting && !closeAfterFlush && queued.isEmpty && context != nil }
+    var readyForRepeat: Bool { !waiting && !closeAfterFlush && queued.isEmpty && added }
 
     private func answer(_ facts: RequestFacts, head: HTTPRequestHead, context: ChannelHandlerContext) {
         let keepAlive = facts.keepAlive
@@ -480,7 +486,7 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
 
     func channelInactive(context: ChannelHandlerContext) {
         queued.removeAll()
-        self.context = nil
+        added = false
         activity.responder = nil
         context.fireChannelInactive()
     }
@@ -606,13 +612,27 @@ final class ConnectionActivity {
     }
 }
 
-/// Notes when a request starts arriving (before the HTTP decoder sees a whole head).
+/// The connection's first handler: notes when a request starts arriving (before the HTTP decoder sees a whole
+/// head), and answers a request that repeats the last one byte for byte itself, so that its bytes never reach
+/// the decoder.
+///
+/// A read made only of such repeats (an SDK asking again on a kept-alive connection: the hot path) ends here
+/// too: the answers are written and flushed on this context, next to the socket's end of the pipeline, the
+/// read-complete event stops here (the decoder and the handler behind it saw nothing to complete), and the
+/// next read is asked for from here. Otherwise NIO asks for it from the pipeline's tail, through every handler;
+/// when the answers filled the outbound buffer it still does, and the `BackPressureHandler` behind this one
+/// holds that read until the peer takes its answers.
 final class ActivityTracker: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
     private let activity: ConnectionActivity
     private let counter: ConnectionCounter
     private var counted = false
+    /// Since the last read-complete: whether a read went on to the decoder, and whether one was answered here.
+    private var passedOn = false
+    private var answered = false
+    /// The channel's writability, as its events report it (asking the channel costs more on the hot path).
+    private var writable = true
 
     init(activity: ConnectionActivity, counter: ConnectionCounter) {
         self.activity = activity
@@ -643,9 +663,11 @@ final class ActivityTracker: ChannelInboundHandler, RemovableChannelHandler {
         {
             // The same request again (SDKs repeat theirs on a kept-alive connection): answered as before.
             activity.lastActivity = .now()
-            responder.answerRepeated(repeated)
+            answered = true
+            responder.answerRepeated(repeated, front: context)
             return
         }
+        passedOn = true
         if !activity.receiving {
             activity.receiving = true
             activity.since = .now()
@@ -654,5 +676,24 @@ final class ActivityTracker: ChannelInboundHandler, RemovableChannelHandler {
         activity.beginRead()
         context.fireChannelRead(data)
         activity.endRead(bytes)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        guard answered && !passedOn else {
+            passedOn = false
+            answered = false
+            context.fireChannelReadComplete()
+            return
+        }
+        answered = false
+        activity.responder?.flushAnswers(front: context)
+        if writable {
+            context.read()
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        writable = context.channel.isWritable
+        context.fireChannelWritabilityChanged()
     }
 }

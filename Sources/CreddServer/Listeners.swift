@@ -102,6 +102,19 @@ public struct ListenerError: Error, CustomStringConvertible, Sendable {
 
 /// Binds or adopts a listener and serves the credentials endpoint on it.
 public enum CredentialsListener {
+    /// One connection's handlers, in order.
+    static func addHandlers(
+        to sync: ChannelPipeline.SynchronousOperations, listener: ListenerContext, activity: ConnectionActivity
+    ) throws {
+        // First, so that the hot path (a repeated request, answered there) passes no other handler.
+        try sync.addHandler(ActivityTracker(activity: activity, counter: listener.connections))
+        // A peer that pipelines requests without reading the answers stops being read once its answers fill
+        // the outbound buffer, instead of growing credd's memory without bound.
+        try sync.addHandler(BackPressureHandler())
+        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
+        try sync.addHandler(ContainerCredentialsHandler(listener: listener, activity: activity))
+    }
+
     public static func start(
         _ source: ListenerSource, group: any EventLoopGroup, context makeContext: @escaping @Sendable (ListenerContext.Transport) -> ListenerContext
     ) async throws -> any Channel {
@@ -122,13 +135,7 @@ public enum CredentialsListener {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let activity = ConnectionActivity(headerTimeout: headerTimeout, idleTimeout: idleTimeout)
-                    let sync = channel.pipeline.syncOperations
-                    // A peer that pipelines requests without reading the answers stops being read once its
-                    // answers fill the outbound buffer, instead of growing credd's memory without bound.
-                    try sync.addHandler(BackPressureHandler())
-                    try sync.addHandler(ActivityTracker(activity: activity, counter: listener.connections))
-                    try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
-                    try sync.addHandler(ContainerCredentialsHandler(listener: listener, activity: activity))
+                    try addHandlers(to: channel.pipeline.syncOperations, listener: listener, activity: activity)
                 }
             }
         if transport == .tcp {

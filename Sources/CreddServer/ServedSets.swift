@@ -23,16 +23,25 @@ public final class ServedSet: Sendable {
         }
     }
     private let prepared = NIOLockedValueBox<Prepared?>(nil)
+    private let observer: UInt64
 
     public init(name: String, view: CredentialSetView) {
         self.name = name
         self.view = view
-        if let served = view.served { publish(served) }
-        view.addPublishObserver { [weak self] served in self?.publish(served) }
+        // The observer holds the box, not the set: a weak reference to the set would give it a side table, and
+        // then every retain and release of it on the request path would take the runtime's slow path. The
+        // set stops the observer when it goes (a reload makes new ones).
+        let prepared = self.prepared
+        if let served = view.served { Self.publish(served, into: prepared) }
+        observer = view.addPublishObserver { served in Self.publish(served, into: prepared) }
+    }
+
+    deinit {
+        view.removePublishObserver(observer)
     }
 
     /// Called for every new generation of credentials.
-    public func publish(_ served: ServedCredentials) {
+    private static func publish(_ served: ServedCredentials, into prepared: NIOLockedValueBox<Prepared?>) {
         let p = Prepared(
             generation: served.generation, servedExpiration: served.servedExpiration,
             keySuffix: served.credentials.keySuffix, response: ResponseBytes.ok(body: served.body))

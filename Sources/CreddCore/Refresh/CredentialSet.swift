@@ -83,7 +83,8 @@ public final class CredentialSetView: Sendable {
         var served: ServedCredentials?
         var status: SetStatus
         var waiters: [@Sendable () -> Void] = []
-        var observers: [@Sendable (ServedCredentials) -> Void] = []
+        var observers: [(id: UInt64, call: @Sendable (ServedCredentials) -> Void)] = []
+        var nextObserver: UInt64 = 0
     }
     private let inner: NIOLockedValueBox<Inner>
 
@@ -110,9 +111,22 @@ public final class CredentialSetView: Sendable {
     }
 
     /// Calls `observer` with every new generation of credentials, in order, from the set's actor.
-    public func addPublishObserver(_ observer: @escaping @Sendable (ServedCredentials) -> Void) {
-        inner.withLockedValue { $0.observers.append(observer) }
+    /// Returns the observer's id, for `removePublishObserver`.
+    @discardableResult
+    public func addPublishObserver(_ observer: @escaping @Sendable (ServedCredentials) -> Void) -> UInt64 {
+        inner.withLockedValue {
+            $0.nextObserver += 1
+            $0.observers.append(($0.nextObserver, observer))
+            return $0.nextObserver
+        }
     }
+
+    /// Stops calling an observer (a call already under way may still finish).
+    public func removePublishObserver(_ id: UInt64) {
+        inner.withLockedValue { $0.observers.removeAll { $0.id == id } }
+    }
+
+    var publishObserverCount: Int { inner.withLockedValue { $0.observers.count } }
 
     func update(served: ServedCredentials?, status: SetStatus) {
         let (waiters, observers, changed) = inner.withLockedValue { inner in
@@ -123,7 +137,7 @@ public final class CredentialSetView: Sendable {
             return (inner.waiters, inner.observers, changed)
         }
         // Observers see the new generation already in the view (the fd store reads it back).
-        if changed, let served { for observer in observers { observer(served) } }
+        if changed, let served { for observer in observers { observer.call(served) } }
         for w in waiters { w() }
     }
 }

@@ -131,11 +131,7 @@ func fuzzHTTPRequests(_ bytes: [UInt8]) {
     let channel = EmbeddedChannel()
     let activity = ConnectionActivity(headerTimeout: .seconds(10), idleTimeout: .seconds(300))
     do {
-        let sync = channel.pipeline.syncOperations
-        try sync.addHandler(BackPressureHandler())
-        try sync.addHandler(ActivityTracker(activity: activity, counter: listener.connections))
-        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
-        try sync.addHandler(ContainerCredentialsHandler(listener: listener, activity: activity))
+        try CredentialsListener.addHandlers(to: channel.pipeline.syncOperations, listener: listener, activity: activity)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9702)).wait()
         // Feed in two pieces so partial heads are exercised too.
         let cut = bytes.isEmpty ? 0 : Int(bytes[0]) % (bytes.count + 1)
