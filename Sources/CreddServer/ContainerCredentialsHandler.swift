@@ -169,6 +169,32 @@ final class RepeatedRequest {
     }
 }
 
+/// What a repeated credentials request was answered from: the set and its prepared answer, and the policy of
+/// the serving state whose access check allowed the request's very bytes, with the replacement counts of both
+/// as read before them. While both counts stay the same, so does the answer (servability aside: the clock).
+/// A class: taking it costs one retain.
+final class HotAnswer {
+    let request: RepeatedRequest
+    let stateReplacements: UInt64
+    let set: ServedSet
+    let setReplacements: UInt64
+    let prepared: ServedSet.Prepared
+    let policy: RefreshPolicy
+    let auditEnabled: Bool
+    init(
+        request: RepeatedRequest, stateReplacements: UInt64, set: ServedSet, setReplacements: UInt64, prepared: ServedSet.Prepared,
+        policy: RefreshPolicy, auditEnabled: Bool
+    ) {
+        self.request = request
+        self.stateReplacements = stateReplacements
+        self.set = set
+        self.setReplacements = setReplacements
+        self.prepared = prepared
+        self.policy = policy
+        self.auditEnabled = auditEnabled
+    }
+}
+
 /// Answers container-credentials requests on one connection, in order, with keep-alive.
 final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
@@ -192,6 +218,8 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
     /// The last credential request allowed on this connection: under the same state, for the same set and the
     /// same Authorization value (one the policy accepted), the answer is the same. Any change checks again.
     private var allowed: (snapshot: ServingStateBox.Snapshot, set: ServedSet, authorization: String?)?
+    /// The answer to this connection's repeated credentials request, while nothing it came from was replaced.
+    private var hot: HotAnswer?
     /// The request counters of the set this connection asked for last.
     private var requestCounters: CreddMetrics.SetRequestCounters?
     /// This event loop's audit batch, when audit lines bypass the logger, and this connection's line.
@@ -230,6 +258,7 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
                         self.unit = AuditLog.unitOf(pid: cred.pid)
                         self.auditTemplate = nil
                         self.allowed = nil
+                        self.hot = nil
                     }
             }
         }
@@ -312,8 +341,22 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
     /// read: the decoder would make the same head of them, so what credd made of it holds (`RequestFacts`).
     /// The answer is written on `front`, the context of the handler that recognised the bytes (first in the
     /// pipeline: the write goes straight to the socket's end), and goes out with `flushAnswers(front:)`.
+    ///
+    /// A repeat of the request answered from `hot` with nothing changed since gets the same answer without
+    /// the state's lock, the access check or the set's lookup: only its servability (the clock), the audit
+    /// line, the metrics and the write.
     func answerRepeated(_ request: RepeatedRequest, front: ChannelHandlerContext) {
-        answer(request.facts, head: request.head, context: front)
+        let stateReplacements = listener.state.replacements
+        if let hot, hot.request === request, hot.stateReplacements == stateReplacements,
+            hot.set.replacements == hot.setReplacements,
+            hot.policy.isServable(expiration: hot.prepared.servedExpiration, now: Date())
+        {
+            audit(set: hot.set.name, status: 200, key: hot.prepared.keySuffix, auditEnabled: hot.auditEnabled)
+            write(hot.prepared.response, context: front, close: false)
+            return
+        }
+        hot = nil
+        answer(request.facts, head: request.head, context: front, repeated: (request, stateReplacements))
     }
 
     /// Sends what `answerRepeated` wrote, at the end of a read the decoder and this handler never saw.
@@ -324,7 +367,10 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
     /// Whether a read may be answered from `RepeatedRequest` now: nothing waits or queues before it.
     var readyForRepeat: Bool { !waiting && !closeAfterFlush && queued.isEmpty && added }
 
-    private func answer(_ facts: RequestFacts, head: HTTPRequestHead, context: ChannelHandlerContext) {
+    private func answer(
+        _ facts: RequestFacts, head: HTTPRequestHead, context: ChannelHandlerContext,
+        repeated: (request: RepeatedRequest, stateReplacements: UInt64)? = nil
+    ) {
         let keepAlive = facts.keepAlive
         answeringHead = facts.isHead
         metricsRoute = .other  // metrics
@@ -346,13 +392,13 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
                     return fail(HTTPError(.notFound, "UnknownSet", "no credential set named \"\(name)\" is configured."), keepAlive: keepAlive, context: context)
                 }
                 if let denied = state.access.check(set: name, peer: peer, authorization: authorization) {
-                    audit(set: name, status: denied.reason == .missingToken ? 401 : 403, key: nil, state: state)
+                    audit(set: name, status: denied.reason == .missingToken ? 401 : 403, key: nil, auditEnabled: state.auditEnabled)
                     return fail(HTTPError(denied), keepAlive: keepAlive, context: context)
                 }
                 set = named
                 allowed = (state, named, authorization)
             }
-            answerCredentials(set: set, state: state, head: head, keepAlive: keepAlive, context: context, mayWait: true)
+            answerCredentials(set: set, state: state, head: head, keepAlive: keepAlive, context: context, mayWait: true, repeated: repeated)
         case .health:
             answerHealth(state: state, head: head, keepAlive: keepAlive, context: context)
         case .status:
@@ -379,12 +425,12 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
         return buffer
     }
 
-    private func audit(set: String, status: UInt, key: String?, state: ServingStateBox.Snapshot) {
+    private func audit(set: String, status: UInt, key: String?, auditEnabled: Bool) {
         if let metrics = listener.metrics {  // metrics
             if requestCounters?.name != set { requestCounters = metrics.requestCounters(set: set) }
             requestCounters?.count(status: status)
         }
-        guard state.auditEnabled else { return }
+        guard auditEnabled else { return }
         if let auditBatch {
             if auditTemplate == nil { auditTemplate = auditBatch.template(peer: peer, unit: unit) }
             auditBatch.append(auditTemplate!, set: set, status: status, keySuffix: key)
@@ -394,11 +440,20 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
     }
 
     private func answerCredentials(
-        set: ServedSet, state: ServingStateBox.Snapshot, head: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext, mayWait: Bool
+        set: ServedSet, state: ServingStateBox.Snapshot, head: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext, mayWait: Bool,
+        repeated: (request: RepeatedRequest, stateReplacements: UInt64)? = nil
     ) {
-        if let prepared = set.current, state.policy.isServable(expiration: prepared.servedExpiration, now: Date()) {
-            audit(set: set.name, status: 200, key: prepared.keySuffix, state: state)
+        let policy = state.policy
+        let setReplacements = set.replacements  // before the answer: a replacement after it makes the count differ
+        if let prepared = set.current, policy.isServable(expiration: prepared.servedExpiration, now: Date()) {
+            let auditEnabled = state.auditEnabled
+            audit(set: set.name, status: 200, key: prepared.keySuffix, auditEnabled: auditEnabled)
             if case .GET = head.method, keepAlive, head.version.minor == 1 {
+                if let (request, stateReplacements) = repeated {
+                    hot = HotAnswer(
+                        request: request, stateReplacements: stateReplacements, set: set, setReplacements: setReplacements,
+                        prepared: prepared, policy: policy, auditEnabled: auditEnabled)
+                }
                 write(prepared.response, context: context, close: false)  // the hot path: bytes prepared once
             } else {
                 var buffer = prepared.response
@@ -429,7 +484,7 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
             }
         }
         let error = HTTPError.unavailable(set: set.name, status: set.view.status)
-        audit(set: set.name, status: 503, key: nil, state: state)
+        audit(set: set.name, status: 503, key: nil, auditEnabled: state.auditEnabled)
         fail(error, keepAlive: keepAlive, context: context)
     }
 

@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import Synchronization
 
 /// One served set: the view of its state plus the ready-to-write answer for the current generation.
 public final class ServedSet: Sendable {
@@ -22,35 +23,45 @@ public final class ServedSet: Sendable {
             self.response = response
         }
     }
-    private let prepared = NIOLockedValueBox<Prepared?>(nil)
+    /// The current answer and a count of its replacements. The observer holds this, not the set: a weak
+    /// reference to the set would give it a side table, and then every retain and release of it on the request
+    /// path would take the runtime's slow path. The set stops the observer when it goes (a reload makes new ones).
+    private final class Answers: Sendable {
+        let current = NIOLockedValueBox<Prepared?>(nil)
+        let replacements = Atomic<UInt64>(0)
+
+        /// Called for every new generation of credentials.
+        func publish(_ served: ServedCredentials) {
+            let p = Prepared(
+                generation: served.generation, servedExpiration: served.servedExpiration,
+                keySuffix: served.credentials.keySuffix, response: ResponseBytes.ok(body: served.body))
+            let replaced = current.withLockedValue { current in
+                guard current == nil || current!.generation < p.generation else { return false }
+                current = p
+                return true
+            }
+            if replaced { replacements.add(1, ordering: .releasing) }
+        }
+    }
+    private let answers = Answers()
     private let observer: UInt64
 
     public init(name: String, view: CredentialSetView) {
         self.name = name
         self.view = view
-        // The observer holds the box, not the set: a weak reference to the set would give it a side table, and
-        // then every retain and release of it on the request path would take the runtime's slow path. The
-        // set stops the observer when it goes (a reload makes new ones).
-        let prepared = self.prepared
-        if let served = view.served { Self.publish(served, into: prepared) }
-        observer = view.addPublishObserver { served in Self.publish(served, into: prepared) }
+        let answers = self.answers
+        if let served = view.served { answers.publish(served) }
+        observer = view.addPublishObserver { served in answers.publish(served) }
     }
 
     deinit {
         view.removePublishObserver(observer)
     }
 
-    /// Called for every new generation of credentials.
-    private static func publish(_ served: ServedCredentials, into prepared: NIOLockedValueBox<Prepared?>) {
-        let p = Prepared(
-            generation: served.generation, servedExpiration: served.servedExpiration,
-            keySuffix: served.credentials.keySuffix, response: ResponseBytes.ok(body: served.body))
-        prepared.withLockedValue { current in
-            if current == nil || current!.generation < p.generation { current = p }
-        }
-    }
-
-    var current: Prepared? { prepared.withLockedValue { $0 } }
+    var current: Prepared? { answers.current.withLockedValue { $0 } }
+    /// How many times the current answer was replaced, counted after each replacement: read before `current`,
+    /// the same count later means the answer read is still current.
+    var replacements: UInt64 { answers.replacements.load(ordering: .acquiring) }
 }
 
 /// Everything the request path needs, replaced as a whole on reload.
@@ -85,10 +96,17 @@ public final class ServingStateBox: Sendable {
         var auditEnabled: Bool { state.auditEnabled }
     }
     private let box: NIOLockedValueBox<Snapshot>
+    private let replaced = Atomic<UInt64>(0)
     public init(_ state: ServingState) { box = NIOLockedValueBox(Snapshot(state)) }
     public var current: ServingState { box.withLockedValue { $0.state } }
     var snapshot: Snapshot { box.withLockedValue { $0 } }
-    public func replace(_ state: ServingState) { box.withLockedValue { $0 = Snapshot(state) } }
+    /// How many times the state was replaced, counted after each replacement: read before `snapshot`, the same
+    /// count later means the snapshot read is still current.
+    var replacements: UInt64 { replaced.load(ordering: .acquiring) }
+    public func replace(_ state: ServingState) {
+        box.withLockedValue { $0 = Snapshot(state) }
+        replaced.add(1, ordering: .releasing)
+    }
 }
 
 /// The status document of `GET /v1/status` and `credd status --json` (schema version 1; no secrets).

@@ -38,6 +38,8 @@ import Testing
         let channel: EmbeddedChannel
         let socket: SocketEnd
         let tail: Tail
+        let state: ServingStateBox
+        let set: CredentialSet
 
         func send(_ text: String) throws -> String {
             try channel.writeInbound(ByteBuffer(string: text))
@@ -47,21 +49,23 @@ import Testing
         }
     }
 
-    static func servingState() async -> (ServingStateBox, CredentialSet) {
+    static func policy(token: String) -> AccessPolicy {
+        AccessPolicy(token: Array(token.utf8), tokenFile: "/test/token", access: AccessConfig(allowUids: [], allowGids: []), sets: [], setTokens: [:])
+    }
+
+    static func servingState(expiresIn: TimeInterval = 6 * 3600) async -> (ServingStateBox, CredentialSet) {
         let source = ScriptedSource(fallback: .failure(SourceError(code: "Test", message: "no upstream in this test.")))
         let set = CredentialSet(name: "default", source: source, logger: InMemoryLog().logger())
-        let credentials = testCredentials(expiresIn: 6 * 3600, now: Date())
+        let credentials = testCredentials(expiresIn: expiresIn, now: Date())
         await set.adopt(credentials, servedExpiration: credentials.expiration)
-        let policy = AccessPolicy(
-            token: Array(token.utf8), tokenFile: "/test/token", access: AccessConfig(allowUids: [], allowGids: []), sets: [], setTokens: [:])
         let state = ServingState(
-            sets: ["default": ServedSet(name: "default", view: set.view)], access: policy, policy: .standard, server: ServerConfig(),
-            auditEnabled: false)
+            sets: ["default": ServedSet(name: "default", view: set.view)], access: policy(token: token), policy: .standard,
+            server: ServerConfig(), auditEnabled: false)
         return (ServingStateBox(state), set)
     }
 
-    static func connect() async throws -> Connection {
-        let (state, _) = await servingState()
+    static func connect(expiresIn: TimeInterval = 6 * 3600) async throws -> Connection {
+        let (state, set) = await servingState(expiresIn: expiresIn)
         let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
         let listener = ListenerContext(
             transport: .tcp, state: state, audit: AuditLog(logger: logger),
@@ -75,8 +79,8 @@ import Testing
         try CredentialsListener.addHandlers(
             to: sync, listener: listener, activity: ConnectionActivity(headerTimeout: .seconds(10), idleTimeout: .seconds(300)))
         try sync.addHandler(tail)
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9702)).wait()
-        return Connection(channel: channel, socket: socket, tail: tail)
+        try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9702)).get()
+        return Connection(channel: channel, socket: socket, tail: tail, state: state, set: set)
     }
 
     static let request = "GET /v1/credentials HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: \(token)\r\n\r\n"
@@ -138,10 +142,45 @@ import Testing
         _ = try c.channel.finish()
     }
 
+    @Test func aRepeatGetsTheNewCredentialsOnceTheyArePublished() async throws {
+        let c = try await Self.connect()
+        _ = try c.send(Self.request)
+        #expect(try c.send(Self.request).contains("\"AccessKeyId\":\"ASIATESTKEY000000001\""))
+        let next = testCredentials(key: "ASIATESTKEY000000002", expiresIn: 6 * 3600, now: Date())
+        await c.set.adopt(next, servedExpiration: next.expiration)
+        let answer = try c.send(Self.request)
+        #expect(answer.hasPrefix("HTTP/1.1 200 OK\r\n") && answer.contains("\"AccessKeyId\":\"ASIATESTKEY000000002\""))
+        #expect(c.tail.readCompletes == 1, "still answered at the front")
+        _ = try c.channel.finish()
+    }
+
+    @Test func aRepeatIsCheckedAgainstANewServingState() async throws {
+        let c = try await Self.connect()
+        _ = try c.send(Self.request)
+        #expect(try c.send(Self.request).hasPrefix("HTTP/1.1 200 OK\r\n"))
+        // A reload that rotates the token: the very bytes that were allowed are refused now.
+        let old = c.state.current
+        c.state.replace(
+            ServingState(sets: old.sets, access: Self.policy(token: "rotated-token-abcdefghijklmnopqrstuvwxyz0123"), policy: old.policy,
+                server: old.server, auditEnabled: false))
+        #expect(try c.send(Self.request).hasPrefix("HTTP/1.1 403 "))
+    }
+
+    @Test func aRepeatIsRefusedOnceItsCredentialsAreTooCloseToExpiry() async throws {
+        // Served while more than the policy's minimum lifetime (60 s) is left, for about half a second.
+        let c = try await Self.connect(expiresIn: timeInterval(RefreshPolicy.standard.minimumServedLifetime) + 0.5)
+        _ = try c.send(Self.request)
+        #expect(try c.send(Self.request).hasPrefix("HTTP/1.1 200 OK\r\n"))
+        try await Task.sleep(for: .seconds(0.7))
+        let answer = try c.send(Self.request)
+        #expect(answer.hasPrefix("HTTP/1.1 503 "), "\(answer.prefix(40))")
+        _ = try c.channel.finish()
+    }
+
     @Test func aServedSetThatGoesTakesItsObserverAlong() async throws {
         let (state, set) = await Self.servingState()
         #expect(set.view.publishObserverCount == 1)
-        weak var served = state.current.sets["default"]
+        weak let served = state.current.sets["default"]
         state.replace(ServingState(sets: [:], access: state.current.access, policy: .standard, server: ServerConfig(), auditEnabled: false))
         #expect(served == nil, "the observer does not keep the set")
         #expect(set.view.publishObserverCount == 0, "and leaves with it")
