@@ -45,9 +45,9 @@ def _by_mapping(pid: int, top: int = 6) -> list[tuple[str, int]]:
 def drop_from_page_cache(path: Path) -> None:
     """Evicts the file's pages from the page cache (written back first), as after a reboot.
 
-    Pages a linker or `cp` has just written sit in the cache as large folios, and the kernel maps a whole
-    folio on a fault: the same binary measured 12.6-12.7 MB idle right after `cp` wrote it, 11.5-11.9 MB once
-    evicted (two runs each). Without this the figure would depend on the file's history.
+    The same binary measured 12.6-12.7 MB idle right after `cp` wrote it, 11.5-11.9 MB once evicted (two runs
+    each), with the same page faults: likely large folios for written pages, a fault mapping a whole folio (not
+    verified at the folio level). Without this the figure would depend on the file's history.
     """
     fd = os.open(path, os.O_RDONLY)
     try:
