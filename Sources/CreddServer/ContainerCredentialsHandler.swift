@@ -203,8 +203,6 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
     private let listener: ListenerContext
     private let activity: ConnectionActivity
     private var peer: Peer = .tcp(remote: "?")
-    /// Whether the handler is in a pipeline (answers to repeated requests need it there).
-    private var added = false
     private var unit: String?
     private var needsFlush = false
     private var closeAfterFlush = false
@@ -233,12 +231,10 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
 
     func handlerAdded(context: ChannelHandlerContext) {
         auditBatch = listener.audit.batch(on: context.eventLoop)
-        added = true
         activity.responder = self
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        added = false
         activity.responder = nil
     }
 
@@ -364,8 +360,9 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
         flushIfNeeded(context: front)
     }
 
-    /// Whether a read may be answered from `RepeatedRequest` now: nothing waits or queues before it.
-    var readyForRepeat: Bool { !waiting && !closeAfterFlush && queued.isEmpty && added }
+    /// Whether a read may be answered from `RepeatedRequest` now: nothing waits or queues before it. Asked
+    /// through `activity.responder`, which is set only while this handler is in an open connection's pipeline.
+    var readyForRepeat: Bool { !waiting && !closeAfterFlush && queued.isEmpty }
 
     private func answer(
         _ facts: RequestFacts, head: HTTPRequestHead, context: ChannelHandlerContext,
@@ -541,7 +538,6 @@ final class ContainerCredentialsHandler: ChannelInboundHandler, RemovableChannel
 
     func channelInactive(context: ChannelHandlerContext) {
         queued.removeAll()
-        added = false
         activity.responder = nil
         context.fireChannelInactive()
     }

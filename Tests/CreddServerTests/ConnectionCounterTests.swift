@@ -12,7 +12,6 @@ import Testing
         ConnectionCounter(limit: 10, trimInterval: .seconds(2)) { trims.withLockedValue { $0 += 1 } }
     }
 
-
     @Test func aLastCloseSoonAfterATrimIsTrimmedAtTheEndOfTheInterval() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
